@@ -1,0 +1,120 @@
+"""Trace-time argument validation shared by every loss.
+
+Every check here runs while JAX traces the function, on shapes, dtypes and Python values, so a bad call fails
+before anything is compiled, with a message that names the argument, what was expected and what was given. Values
+that are tracers (for example a ``label_smoothing`` passed as a traced array) cannot be checked and are accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def _describe(x: Any) -> str:
+    shape = getattr(x, "shape", None)
+    dtype = getattr(x, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"array of shape {tuple(shape)} and dtype {dtype}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def as_float_array(x: Any, name: str) -> jax.Array:
+    """Returns ``x`` as a JAX array, raising ``TypeError`` unless its dtype is floating point."""
+    arr = jnp.asarray(x)
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        raise TypeError(f"`{name}` must be a floating-point array; got {_describe(arr)}.")
+    return arr
+
+
+def as_int_array(x: Any, name: str) -> jax.Array:
+    """Returns ``x`` as a JAX array, raising ``TypeError`` unless its dtype is integer."""
+    arr = jnp.asarray(x)
+    if not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise TypeError(
+            f"`{name}` must be an integer array of class indices; got {_describe(arr)}. "
+            "Use the probability-label form for soft targets."
+        )
+    return arr
+
+
+def concrete_value(x: Any) -> float | None:
+    """The Python value of a scalar if it is known at trace time, else ``None``."""
+    if x is None or isinstance(x, jax.core.Tracer):
+        return None
+    try:
+        arr = np.asarray(x)
+    except Exception:  # pragma: no cover - exotic array types
+        return None
+    if arr.ndim != 0:
+        return None
+    return float(arr)
+
+
+def check_scalar_range(
+    x: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raises ``ValueError`` if a concrete scalar ``x`` lies outside the given interval."""
+    if x is None:
+        return
+    shape = np.shape(x)
+    if shape != ():
+        raise ValueError(f"`{name}` must be a scalar; got {_describe(x)}.")
+    value = concrete_value(x)
+    if value is None:
+        return
+    lo_ok = low is None or (value > low if low_open else value >= low)
+    hi_ok = high is None or (value < high if high_open else value <= high)
+    if not (lo_ok and hi_ok) or np.isnan(value):
+        lb = "(" if low_open else "["
+        hb = ")" if high_open else "]"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ValueError(f"`{name}` must lie in {lb}{lo}, {hi}{hb}; got {value!r}.")
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of {REDUCTIONS}; got {reduction!r}.")
+
+
+def check_same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"`{name_b}` must have the same shape as `{name_a}` {tuple(a.shape)}; got shape {tuple(b.shape)}."
+        )
+
+
+def check_broadcastable(target_shape: tuple[int, ...], x: Any, name: str) -> None:
+    shape = tuple(np.shape(x))
+    try:
+        out = np.broadcast_shapes(shape, target_shape)
+    except ValueError:
+        out = None
+    if out != tuple(target_shape):
+        raise ValueError(f"`{name}` must be broadcastable to shape {tuple(target_shape)}; got shape {shape}.")
+
+
+def check_ignore_index(ignore_index: Any) -> None:
+    if ignore_index is None:
+        return
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int | np.integer):
+        raise TypeError(f"`ignore_index` must be a Python int or None; got {ignore_index!r}.")
+
+
+def compute_dtype(dtype: Any) -> Any:
+    """The dtype losses are computed in: float32 for 16-bit inputs, the input dtype otherwise."""
+    if jnp.dtype(dtype).itemsize < 4:
+        return jnp.float32
+    return dtype

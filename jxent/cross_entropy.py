@@ -1,0 +1,428 @@
+"""Softmax cross-entropy with integer or probability labels, and the per-row numerics every variant shares.
+
+One formula covers every option. For a row with logits :math:`z \\in \\mathbb{R}^V` (after soft-capping and
+temperature), log-probabilities :math:`\\log p = \\mathrm{log\\_softmax}(z)` and a *target weight vector* :math:`q`,
+
+.. math::
+  \\ell(z, q) = -\\sum_c q_c \\log p_c \\;+\\; \\lambda_z\\, \\mathrm{lse}(z)^2, \\qquad
+  \\frac{\\partial \\ell}{\\partial z} = \\Big(\\sum_c q_c + 2\\lambda_z\\, \\mathrm{lse}(z)\\Big)\\, p - q.
+
+For an integer label :math:`y` with class weights :math:`w` and label smoothing :math:`\\varepsilon` over the
+:math:`K` present classes (those with a finite logit and ``where=True``), as in ``torch.nn.functional.cross_entropy``:
+
+.. math::
+  q_c = (1-\\varepsilon)\\, w_y\\, [c = y] + \\frac{\\varepsilon}{K}\\, w_c ,
+
+and ``reduction="mean"`` divides the summed losses by :math:`\\sum_i w_{y_i}` over the examples that count. For a
+probability label :math:`t`, :math:`q_c = w_c\\,((1-\\varepsilon) t_c + \\varepsilon / K)` and ``"mean"`` divides by the
+number of examples that count (torch's rule for probability targets).
+
+The gradient comes from the closed-form ``custom_jvp`` of :func:`jxent.log_softmax`, so it is exactly
+``(sum(q) + 2 z_loss lse) * softmax(z) - q`` with no NaN at ``-inf`` logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jxent import _axes, _checks
+from jxent.reduction import reduce_loss
+from jxent.softmax import log_softmax_last, logsumexp_last
+from jxent.softmax import soft_cap as _soft_cap
+
+__all__ = [
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+]
+
+
+class Rows(NamedTuple):
+    """Logits laid out as ``[batch..., V]`` in the compute dtype, with absent classes set to ``-inf``."""
+
+    z: jax.Array
+    row_mask: jax.Array | None  # [batch...] rows that have at least one ``where=True`` class
+    class_mask: jax.Array | None  # [batch..., V] the ``where`` mask itself
+    layout: _axes.ClassLayout
+    batch_shape: tuple[int, ...]
+    shape: tuple[int, ...]  # the original logits shape
+
+
+class Targets(NamedTuple):
+    """Target weights ``q`` ``[batch..., V]`` (0 for rows that do not count) and the ``"mean"`` denominators."""
+
+    q: jax.Array
+    counted: jax.Array  # [batch...] bool
+    example_weight: jax.Array  # [batch...]
+
+
+def check_options(
+    *,
+    label_smoothing: Any = 0.0,
+    z_loss: Any = 0.0,
+    soft_cap: Any = None,
+    temperature: Any = 1.0,
+    reduction: str = "none",
+    ignore_index: Any = None,
+) -> None:
+    """Validates the keyword options shared by every cross-entropy variant (dense, fused, sharded)."""
+    _checks.check_scalar_range(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+    _checks.check_scalar_range(z_loss, "z_loss", low=0.0)
+    _checks.check_scalar_range(soft_cap, "soft_cap", low=0.0, low_open=True)
+    _checks.check_scalar_range(temperature, "temperature", low=0.0, low_open=True)
+    _checks.check_reduction(reduction)
+    _checks.check_ignore_index(ignore_index)
+
+
+def is_zero(x: Any) -> bool:
+    """True when ``x`` is known at trace time to be 0 (so the term it scales can be skipped)."""
+    return _checks.concrete_value(x) == 0.0
+
+
+def transform_logits(logits: jax.Array, *, soft_cap: Any = None, temperature: Any = 1.0) -> jax.Array:
+    """Soft-capping then temperature, in the compute dtype: ``cap * tanh(z / cap) / T``."""
+    z = logits.astype(_checks.compute_dtype(logits.dtype))
+    if soft_cap is not None:
+        z = _soft_cap(z, soft_cap)
+    if _checks.concrete_value(temperature) != 1.0:
+        z = z / lax.stop_gradient(jnp.asarray(temperature, z.dtype))
+    return z
+
+
+def prepare_rows(
+    logits: Any,
+    *,
+    axis: _axes.Axis | None,
+    where: Any,
+    soft_cap: Any,
+    temperature: Any,
+) -> Rows:
+    """Checks ``logits``, applies the logit transforms and moves the class axes last."""
+    logits = _checks.as_float_array(logits, "logits")
+    layout = _axes.class_layout(axis, logits.ndim)
+    mask = _axes.expand_where(where, layout, logits.shape)
+    z = transform_logits(logits, soft_cap=soft_cap, temperature=temperature)
+    z = layout.to_last(z)
+    class_mask = row_mask = None
+    if mask is not None:
+        class_mask = layout.to_last(mask)
+        z = jnp.where(class_mask, z, -jnp.inf)
+        row_mask = jnp.any(class_mask, axis=-1)
+    return Rows(z, row_mask, class_mask, layout, layout.batch_shape(logits.shape), tuple(logits.shape))
+
+
+def _class_weight(weight: Any, num_classes: int, dtype: Any) -> jax.Array | None:
+    if weight is None:
+        return None
+    w = _checks.as_float_array(weight, "weight")
+    if w.shape != (num_classes,):
+        raise ValueError(
+            f"`weight` must hold one weight per class, shape ({num_classes},); got shape {tuple(w.shape)}."
+        )
+    return w.astype(dtype)
+
+
+def _counted_rows(rows: Rows) -> tuple[jax.Array, jax.Array]:
+    """Per-class presence (finite or NaN logit) and the rows that have a present class."""
+    present = rows.z != -jnp.inf
+    counted = jnp.any(present, axis=-1)
+    if rows.row_mask is not None:
+        counted = counted & rows.row_mask
+    return present, counted
+
+
+def integer_label_coefficients(
+    labels: jax.Array,
+    num_classes: int,
+    *,
+    class_weight: jax.Array | None,
+    label_smoothing: Any,
+    num_present: Any,
+    ignore_index: int | None,
+    counted: jax.Array,
+    dtype: Any,
+) -> tuple[jax.Array, jax.Array | None, jax.Array, jax.Array]:
+    """Per-row coefficients of the integer-label target vector ``q = a * onehot(y) + b * w``.
+
+    Args:
+      labels: Integer labels ``[batch...]``.
+      num_classes: ``V``.
+      class_weight: ``[V]`` class weights or ``None`` (all 1).
+      label_smoothing: ``eps``.
+      num_present: ``K``, the number of classes the smoothing mass is spread over (``[batch...]`` or scalar).
+      ignore_index: Label value whose rows do not count, or ``None``.
+      counted: ``[batch...]`` rows that count before looking at labels.
+      dtype: Compute dtype.
+
+    Returns:
+      ``(a, b, counted, example_weight)``: ``a = (1 - eps) w_y`` (NaN for an out-of-range label, 0 for rows that
+      do not count), ``b = eps / K`` (``None`` when ``eps`` is 0; 0 for rows that do not count), the updated
+      ``counted`` mask and the weight of each row in the ``"mean"`` denominator (``w_y``).
+    """
+    in_range = (labels >= 0) & (labels < num_classes)
+    if ignore_index is not None:
+        counted = counted & (labels != ignore_index)
+    safe = jnp.where(in_range, labels, 0)
+    w_y = jnp.ones(labels.shape, dtype) if class_weight is None else class_weight[safe]
+    eps = lax.stop_gradient(jnp.asarray(label_smoothing, dtype))
+    a = w_y if is_zero(label_smoothing) else (1.0 - eps) * w_y
+    a = jnp.where(counted, jnp.where(in_range, a, jnp.nan), 0.0)
+    b = None
+    if not is_zero(label_smoothing):
+        b = jnp.where(counted, eps / jnp.maximum(jnp.asarray(num_present, dtype), 1.0), 0.0)
+    example_weight = jnp.where(counted, jnp.where(in_range, w_y, 1.0), 0.0)
+    return a, b, counted, example_weight
+
+
+def integer_targets(
+    rows: Rows,
+    labels: jax.Array,
+    *,
+    class_weight: jax.Array | None,
+    label_smoothing: Any,
+    ignore_index: int | None,
+) -> Targets:
+    """Target weights for integer labels (see the module docstring for the formula)."""
+    num_classes = rows.z.shape[-1]
+    present, counted = _counted_rows(rows)
+    num_present = None if is_zero(label_smoothing) else jnp.sum(present, axis=-1)
+    a, b, counted, example_weight = integer_label_coefficients(
+        labels,
+        num_classes,
+        class_weight=class_weight,
+        label_smoothing=label_smoothing,
+        num_present=num_present,
+        ignore_index=ignore_index,
+        counted=counted,
+        dtype=rows.z.dtype,
+    )
+    onehot = jnp.arange(num_classes) == jnp.where(labels < 0, num_classes, labels)[..., None]
+    q = jnp.where(onehot, a[..., None], 0.0)
+    q = jnp.where(jnp.isnan(a)[..., None], jnp.nan, q)
+    if b is not None:
+        spread = present if class_weight is None else jnp.where(present, class_weight, 0.0)
+        q = q + b[..., None] * spread
+    return Targets(q, counted, example_weight)
+
+
+def probability_targets(
+    rows: Rows,
+    labels: jax.Array,
+    *,
+    class_weight: jax.Array | None,
+    label_smoothing: Any,
+) -> Targets:
+    """Target weights for probability labels ``t``: ``w * ((1 - eps) t + eps / K)`` on present classes."""
+    present, counted = _counted_rows(rows)
+    dtype = rows.z.dtype
+    t = labels.astype(dtype)
+    if not is_zero(label_smoothing):
+        eps = lax.stop_gradient(jnp.asarray(label_smoothing, dtype))
+        num_present = jnp.maximum(jnp.sum(present, axis=-1, keepdims=True), 1).astype(dtype)
+        t = (1.0 - eps) * t + jnp.where(present, eps / num_present, 0.0)
+    if class_weight is not None:
+        t = t * class_weight
+    if rows.class_mask is not None:
+        t = jnp.where(rows.class_mask, t, 0.0)  # optax: masked classes are left out of the sum
+    q = jnp.where(counted[..., None], t, 0.0)
+    return Targets(q, counted, counted.astype(dtype))
+
+
+def is_index_labels(labels: jax.Array, rows: Rows) -> bool:
+    """Integer labels of the batch shape are class indices; anything else is a (broadcastable) distribution."""
+    return bool(jnp.issubdtype(labels.dtype, jnp.integer)) and labels.shape == rows.batch_shape
+
+
+def make_targets(
+    rows: Rows,
+    labels: Any,
+    *,
+    class_weight: jax.Array | None,
+    label_smoothing: Any,
+    ignore_index: int | None,
+) -> Targets:
+    """Target weights for either label form: class indices ``[batch...]`` or distributions like ``logits``."""
+    labels = jnp.asarray(labels)
+    if is_index_labels(labels, rows):
+        return integer_targets(
+            rows,
+            labels,
+            class_weight=class_weight,
+            label_smoothing=label_smoothing,
+            ignore_index=ignore_index,
+        )
+    if ignore_index is not None:
+        raise ValueError("`ignore_index` applies to integer labels only; mask probability labels with `where`.")
+    if not (jnp.issubdtype(labels.dtype, jnp.floating) or jnp.issubdtype(labels.dtype, jnp.integer)):
+        raise TypeError(f"`labels` must be numeric; got dtype {labels.dtype}.")
+    _checks.check_broadcastable(rows.shape, labels, "labels")
+    labels = rows.layout.to_last(jnp.broadcast_to(labels, rows.shape))
+    return probability_targets(rows, labels, class_weight=class_weight, label_smoothing=label_smoothing)
+
+
+def row_losses(z: jax.Array, targets: Targets, *, z_loss: Any = 0.0) -> jax.Array:
+    """``-sum(q * log_softmax(z)) + z_loss * lse(z)**2`` per row, 0 (with zero gradient) for rows that do not count.
+
+    ``0 * log 0`` is taken as 0, so absent classes with no target mass contribute nothing; target mass on an
+    absent class gives ``+inf``.
+    """
+    counted = targets.counted[..., None]
+    # Rows that do not count are replaced by zeros, so nothing non-finite reaches their (zero) gradient.
+    z = jnp.where(counted, z, 0.0)
+    log_p = log_softmax_last(z)
+    q = targets.q
+    log_p = jnp.where((q == 0) & (log_p == -jnp.inf), 0.0, log_p)
+    loss = jnp.sum(q * -log_p, axis=-1)
+    if not is_zero(z_loss):
+        lam = lax.stop_gradient(jnp.asarray(z_loss, z.dtype))
+        lse = logsumexp_last(z)
+        loss = loss + jnp.where(targets.counted, lam * jnp.square(lse), 0.0)
+    return loss
+
+
+def softmax_cross_entropy_with_integer_labels(
+    logits: Any,
+    labels: Any,
+    axis: _axes.Axis = -1,
+    where: Any = None,
+    *,
+    weight: Any = None,
+    ignore_index: int | None = None,
+    label_smoothing: Any = 0.0,
+    z_loss: Any = 0.0,
+    soft_cap: Any = None,
+    temperature: Any = 1.0,
+    reduction: str = "none",
+) -> jax.Array:
+    """Softmax cross-entropy with integer class labels: :math:`\\mathrm{lse}(z) - z_y`.
+
+    Drop-in for :func:`optax.losses.softmax_cross_entropy_with_integer_labels` (same positional arguments, same
+    values); the keyword options follow ``torch.nn.functional.cross_entropy``. With every option,
+
+    .. math::
+      \\ell = (1-\\varepsilon)\\, w_y (\\mathrm{lse} - z_y) + \\frac{\\varepsilon}{K} \\sum_{c} w_c
+      (\\mathrm{lse} - z_c) + \\lambda_z \\mathrm{lse}^2, \\qquad
+      z = \\frac{\\mathrm{cap}\\tanh(\\mathrm{logits}/\\mathrm{cap})}{T},
+
+    where the sum runs over the :math:`K` present classes (finite logit, ``where=True``).
+    Gradient w.r.t. :math:`z`: :math:`(\\sum_c q_c + 2\\lambda_z \\mathrm{lse})\\,\\mathrm{softmax}(z) - q`.
+
+    Args:
+      logits: Unnormalised log-probabilities ``[..., num_classes]``; 16-bit inputs are computed in float32.
+        ``-inf`` marks an absent class (masked vocabulary).
+      labels: Integer class indices ``[...]`` (the shape of ``logits`` without ``axis``).
+      axis: Class axis, or a tuple of axes flattened into one (as in optax).
+      where: Boolean mask of ``logits``' shape (per class) or of the batch shape (per example).
+      weight: Per-class weights ``[num_classes]``.
+      ignore_index: Label value whose examples give loss 0, gradient 0 and do not count in ``"mean"``
+        (``-100`` is torch's default; jxent's default is ``None``: no value is ignored).
+      label_smoothing: :math:`\\varepsilon \\in [0, 1]`.
+      z_loss: Coefficient :math:`\\lambda_z \\ge 0` of :math:`\\mathrm{lse}(z)^2` (PaLM).
+      soft_cap: Soft-capping value ``cap > 0`` (Gemma 2), or ``None``.
+      temperature: :math:`T > 0`; logits are divided by it after soft-capping.
+      reduction: ``"none"`` (per-example losses), ``"sum"`` or ``"mean"`` (divided by :math:`\\sum w_{y_i}`
+        over the examples that count; 0 when none counts).
+
+    Returns:
+      Losses ``[...]`` in float32 (float64 for float64 logits), or a scalar when reduced. A label outside
+      ``[0, num_classes)`` that is not ``ignore_index`` gives NaN (its gradient too); ``-1`` never wraps. A
+      label on an absent class gives ``+inf``. Rows with no present class give 0 and do not count.
+      ``label_smoothing``, ``z_loss`` and ``temperature`` are treated as constants (no gradient).
+
+    References:
+      Müller, Kornblith and Hinton, `When does label smoothing help? <https://arxiv.org/abs/1906.02629>`_, 2019.
+      Chowdhery et al., `PaLM <https://arxiv.org/abs/2204.02311>`_, 2022 (z-loss).
+    """
+    check_options(
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        soft_cap=soft_cap,
+        temperature=temperature,
+        reduction=reduction,
+        ignore_index=ignore_index,
+    )
+    rows = prepare_rows(logits, axis=axis, where=where, soft_cap=soft_cap, temperature=temperature)
+    labels = _checks.as_int_array(labels, "labels")
+    if labels.shape != rows.batch_shape:
+        raise ValueError(
+            f"`labels` must have the batch shape of `logits` {rows.batch_shape} (logits shape without the "
+            f"class axis); got shape {tuple(labels.shape)}."
+        )
+    class_weight = _class_weight(weight, rows.z.shape[-1], rows.z.dtype)
+    targets = integer_targets(
+        rows,
+        labels,
+        class_weight=class_weight,
+        label_smoothing=label_smoothing,
+        ignore_index=ignore_index,
+    )
+    losses = row_losses(rows.z, targets, z_loss=z_loss)
+    return reduce_loss(losses, weights=targets.example_weight, reduction=reduction)
+
+
+def softmax_cross_entropy(
+    logits: Any,
+    labels: Any,
+    axis: _axes.Axis | None = -1,
+    where: Any = None,
+    *,
+    weight: Any = None,
+    ignore_index: int | None = None,
+    label_smoothing: Any = 0.0,
+    z_loss: Any = 0.0,
+    soft_cap: Any = None,
+    temperature: Any = 1.0,
+    reduction: str = "none",
+) -> jax.Array:
+    """Softmax cross-entropy with probability labels: :math:`-\\sum_c t_c \\log \\mathrm{softmax}(z)_c`.
+
+    Drop-in for :func:`optax.losses.softmax_cross_entropy`. ``labels`` may also be integer class indices of the
+    batch shape, in which case this is
+    :func:`softmax_cross_entropy_with_integer_labels` (integer labels of ``logits``' full shape are one-hot
+    vectors, as in optax). For probability labels :math:`t`, class weights :math:`w` and smoothing
+    :math:`\\varepsilon` over the :math:`K` present classes:
+
+    .. math::
+      \\ell = -\\sum_c w_c \\big((1-\\varepsilon) t_c + \\varepsilon / K\\big) \\log p_c
+      + \\lambda_z \\mathrm{lse}(z)^2,
+
+    with :math:`0 \\log 0 = 0`; gradient :math:`(\\sum_c q_c + 2\\lambda_z\\mathrm{lse})\\, p - q`.
+
+    Args:
+      logits: Unnormalised log-probabilities ``[..., num_classes]``.
+      labels: Target distributions broadcastable to ``logits``' shape, or integer class indices ``[...]``.
+      axis: Class axis or axes.
+      where: Boolean mask of ``logits``' shape or its batch shape; masked classes are left out of the sum.
+      weight, ignore_index, label_smoothing, z_loss, soft_cap, temperature: As in
+        :func:`softmax_cross_entropy_with_integer_labels` (``ignore_index`` only with integer labels).
+      reduction: ``"none"``, ``"sum"`` or ``"mean"`` (divided by the number of examples that count, torch's
+        rule for probability targets).
+
+    Returns:
+      Losses ``[...]`` in float32 (float64 for float64 logits), or a scalar when reduced.
+    """
+    check_options(
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        soft_cap=soft_cap,
+        temperature=temperature,
+        reduction=reduction,
+        ignore_index=ignore_index,
+    )
+    rows = prepare_rows(logits, axis=axis, where=where, soft_cap=soft_cap, temperature=temperature)
+    labels = jnp.asarray(labels)
+    if is_index_labels(labels, rows) and axis is None:
+        raise ValueError("Integer labels need a class `axis`; got axis=None.")
+    class_weight = _class_weight(weight, rows.z.shape[-1], rows.z.dtype)
+    targets = make_targets(
+        rows,
+        labels,
+        class_weight=class_weight,
+        label_smoothing=label_smoothing,
+        ignore_index=ignore_index,
+    )
+    losses = row_losses(rows.z, targets, z_loss=z_loss)
+    return reduce_loss(losses, weights=targets.example_weight, reduction=reduction)
