@@ -31,7 +31,7 @@ from jax import lax
 
 from jxent import _axes, _checks
 from jxent.reduction import reduce_loss
-from jxent.softmax import log_softmax_last, logsumexp_last
+from jxent.softmax import log_softmax_last, logsumexp_last, normalizer, softmax_last
 from jxent.softmax import soft_cap as _soft_cap
 
 __all__ = [
@@ -263,24 +263,130 @@ def make_targets(
     return probability_targets(rows, labels, class_weight=class_weight, label_smoothing=label_smoothing)
 
 
+# The two kernels below are only ever differentiated through their JVP rules, so their bodies guard values
+# (0 * log 0 = 0) but need no gradient-safe tricks.
+
+
+@jax.custom_jvp
+def _dense_kernel(z: jax.Array, q: jax.Array, lam: jax.Array | None, counted: jax.Array) -> jax.Array:
+    """``-sum(q * log_softmax(z)) + lam * lse(z)**2`` per row (0 where not ``counted``), ``0 * log 0 = 0``."""
+    stats, _, _ = normalizer(z)
+    log_p = stats.log_prob(z)
+    loss = 0.0 - jnp.sum(jnp.where(q == 0, 0.0, q * log_p), axis=-1)
+    if lam is not None:
+        loss = loss + lam * jnp.square(stats.lse[..., 0])  # rows that do not count are zeroed below
+    return jnp.where(counted, loss, 0.0)
+
+
+@_dense_kernel.defjvp
+def _dense_kernel_jvp(primals, tangents):
+    z, q, lam, counted = primals
+    dz, dq = tangents[0], tangents[1]
+    loss = _dense_kernel(z, q, lam, counted)
+    c = jnp.sum(q, axis=-1)
+    if lam is not None:
+        lse = logsumexp_last(z)
+        c = c + 2.0 * lam * jnp.where(counted & jnp.isfinite(lse), lse, 0.0)
+    g = c[..., None] * softmax_last(z) - q  # d loss / d z
+    tangent = jnp.sum(g * dz, axis=-1)
+    # d loss / d q = -log p; taken as 0 at absent classes (log p = -inf), keeping the tangent linear in dq.
+    log_p = log_softmax_last(z)
+    tangent = tangent - jnp.sum(jnp.where(log_p == -jnp.inf, 0.0, log_p) * dq, axis=-1)
+    return loss, tangent
+
+
 def row_losses(z: jax.Array, targets: Targets, *, z_loss: Any = 0.0) -> jax.Array:
     """``-sum(q * log_softmax(z)) + z_loss * lse(z)**2`` per row, 0 (with zero gradient) for rows that do not count.
 
-    ``0 * log 0`` is taken as 0, so absent classes with no target mass contribute nothing; target mass on an
-    absent class gives ``+inf``.
+    ``0 * log 0 = 0``, so absent classes with no target mass contribute nothing; target mass on an absent class
+    gives ``+inf``. Gradient w.r.t. ``z``: ``(sum(q) + 2 z_loss lse) softmax(z) - q``; w.r.t. ``q``:
+    ``-log_softmax(z)``.
     """
-    counted = targets.counted[..., None]
-    # Rows that do not count are replaced by zeros, so nothing non-finite reaches their (zero) gradient.
-    z = jnp.where(counted, z, 0.0)
-    log_p = log_softmax_last(z)
-    q = targets.q
-    log_p = jnp.where((q == 0) & (log_p == -jnp.inf), 0.0, log_p)
-    loss = jnp.sum(q * -log_p, axis=-1)
-    if not is_zero(z_loss):
-        lam = lax.stop_gradient(jnp.asarray(z_loss, z.dtype))
+    lam = None if is_zero(z_loss) else lax.stop_gradient(jnp.asarray(z_loss, z.dtype))
+    return _dense_kernel(z, targets.q, lam, targets.counted)
+
+
+@jax.custom_jvp
+def _integer_kernel(
+    z: jax.Array,
+    labels: jax.Array,
+    a: jax.Array,
+    b: jax.Array | None,
+    spread: jax.Array | None,
+    lam: jax.Array | None,
+    counted: jax.Array,
+) -> jax.Array:
+    """Integer-label row loss for ``q = a * onehot(labels) + b * spread`` without building ``q``.
+
+    ``loss = -a log p_y - b sum_c spread_c log p_c + lam lse**2`` (0 where not ``counted``); ``labels`` must be in
+    range (out-of-range rows carry ``a = NaN``), ``spread`` is the class weight on present classes and 0 elsewhere.
+    """
+    stats, _, _ = normalizer(z)
+    log_p_y = stats.log_prob(jnp.take_along_axis(z, labels[..., None], axis=-1))[..., 0]
+    loss = 0.0 - jnp.where(a == 0, 0.0, a * log_p_y)
+    if b is not None and spread is not None:
+        shifted = jnp.where(spread == 0, 0.0, spread * stats.shift(z))
+        smooth = jnp.sum(shifted, axis=-1) - jnp.sum(spread, axis=-1) * stats.log_total[..., 0]
+        loss = loss - jnp.where(b == 0, 0.0, b * smooth)
+    if lam is not None:
+        loss = loss + lam * jnp.square(stats.lse[..., 0])  # rows that do not count are zeroed below
+    return jnp.where(counted, loss, 0.0)
+
+
+@_integer_kernel.defjvp
+def _integer_kernel_jvp(primals, tangents):
+    z, labels, a, b, spread, lam, counted = primals
+    dz = tangents[0]
+    loss = _integer_kernel(z, labels, a, b, spread, lam, counted)
+    # d loss / d z = (a + b sum(spread) + 2 lam lse) softmax(z) - a onehot(y) - b spread, fused in one pass.
+    c = a
+    if b is not None and spread is not None:
+        c = c + b * jnp.sum(spread, axis=-1)
+    if lam is not None:
         lse = logsumexp_last(z)
-        loss = loss + jnp.where(targets.counted, lam * jnp.square(lse), 0.0)
-    return loss
+        c = c + 2.0 * lam * jnp.where(counted & jnp.isfinite(lse), lse, 0.0)
+    g = c[..., None] * softmax_last(z)
+    g = g - jnp.where(jnp.arange(z.shape[-1]) == labels[..., None], a[..., None], 0.0)
+    if b is not None and spread is not None:
+        g = g - b[..., None] * spread
+    return loss, jnp.sum(g * dz, axis=-1)
+
+
+def integer_row_losses(
+    rows: Rows,
+    labels: jax.Array,
+    *,
+    class_weight: jax.Array | None,
+    label_smoothing: Any,
+    ignore_index: int | None,
+    z_loss: Any,
+) -> tuple[jax.Array, jax.Array]:
+    """Per-row integer-label cross-entropy (the formula of :func:`integer_targets`) and the ``"mean"`` weights.
+
+    Same numbers as ``row_losses(rows.z, integer_targets(...))`` without materialising the ``[..., V]`` target
+    vector: the gradient is one fused elementwise pass over the logits.
+    """
+    z = rows.z
+    num_classes = z.shape[-1]
+    present, counted = _counted_rows(rows)
+    smoothing = not is_zero(label_smoothing)
+    class_weight = None if class_weight is None else lax.stop_gradient(class_weight)
+    a, b, counted, example_weight = integer_label_coefficients(
+        labels,
+        num_classes,
+        class_weight=class_weight,
+        label_smoothing=label_smoothing,
+        num_present=jnp.sum(present, axis=-1) if smoothing else None,
+        ignore_index=ignore_index,
+        counted=counted,
+        dtype=z.dtype,
+    )
+    spread = None
+    if smoothing:
+        spread = present.astype(z.dtype) if class_weight is None else jnp.where(present, class_weight, 0.0)
+    lam = None if is_zero(z_loss) else lax.stop_gradient(jnp.asarray(z_loss, z.dtype))
+    safe_labels = jnp.where((labels >= 0) & (labels < num_classes), labels, 0)
+    return _integer_kernel(z, safe_labels, a, b, spread, lam, counted), example_weight
 
 
 def softmax_cross_entropy_with_integer_labels(
@@ -352,15 +458,15 @@ def softmax_cross_entropy_with_integer_labels(
             f"class axis); got shape {tuple(labels.shape)}."
         )
     class_weight = _class_weight(weight, rows.z.shape[-1], rows.z.dtype)
-    targets = integer_targets(
+    losses, example_weight = integer_row_losses(
         rows,
         labels,
         class_weight=class_weight,
         label_smoothing=label_smoothing,
         ignore_index=ignore_index,
+        z_loss=z_loss,
     )
-    losses = row_losses(rows.z, targets, z_loss=z_loss)
-    return reduce_loss(losses, weights=targets.example_weight, reduction=reduction)
+    return reduce_loss(losses, weights=example_weight, reduction=reduction)
 
 
 def softmax_cross_entropy(

@@ -24,7 +24,7 @@ through ``exp(x - max)`` of a non-finite value. Conventions that differ from :mo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,28 +35,54 @@ from jxent import _axes, _checks
 __all__ = ["log_softmax", "logsumexp", "soft_cap", "softmax"]
 
 
+class Normalizer(NamedTuple):
+    """The row statistics of a max-shifted softmax along the last axis (class axis kept with size 1)."""
+
+    m: jax.Array  # the row maximum (no gradient)
+    finite: jax.Array  # the maximum is finite
+    pos_inf: jax.Array  # the row has a +inf entry
+    log_total: jax.Array  # log sum exp(shift(x)); 0 where no class is present
+    present: jax.Array  # the row has a class of nonzero probability (NaN rows count, so that NaN propagates)
+
+    def shift(self, x: jax.Array) -> jax.Array:
+        """``x - max`` for entries of the row (or entries gathered from it); the limit form at ``+inf``.
+
+        Finite max: the usual shift. ``+inf`` max: only the ``+inf`` entries remain (shifted to 0). ``-inf`` max
+        (no class present) or NaN: ``x`` unchanged, so the row stays ``-inf`` or NaN.
+        """
+        limit = jnp.where(x == jnp.inf, 0.0, -jnp.inf).astype(x.dtype)
+        return jnp.where(self.finite, x - jnp.where(self.finite, self.m, 0.0), jnp.where(self.pos_inf, limit, x))
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        """Log-probabilities of entries ``x`` of the row: ``shift(x) - log_total`` (``-inf`` if nothing present)."""
+        return jnp.where(self.present, self.shift(x) - self.log_total, -jnp.inf)
+
+    @property
+    def lse(self) -> jax.Array:
+        """Log-sum-exp of the row, ``[..., 1]``."""
+        offset = jnp.where(self.finite, self.m, 0.0)
+        return jnp.where(self.pos_inf, jnp.inf, jnp.where(self.present, offset + self.log_total, -jnp.inf))
+
+
+def normalizer(x: jax.Array) -> tuple[Normalizer, jax.Array, jax.Array]:
+    """Row statistics of ``x`` along its last axis, ``exp(shift(x))`` and its row sum (1 where it is 0)."""
+    m = lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+    stats = Normalizer(m, jnp.isfinite(m), m == jnp.inf, jnp.zeros_like(m), jnp.ones(m.shape, bool))
+    e = jnp.exp(stats.shift(x))
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    present = total != 0
+    safe_total = jnp.where(present, total, 1.0)
+    return stats._replace(log_total=jnp.log(safe_total), present=present), e, safe_total
+
+
 def shifted_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Max-shifted quantities of ``x`` along its last axis.
 
     Returns ``(lse, p, log_p, present)`` where ``lse`` has the class axis kept (size 1), ``p``/``log_p`` are the
     (log-)probabilities and ``present`` marks rows with at least one class of nonzero probability.
     """
-    m = lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
-    finite_m = jnp.isfinite(m)
-    pos_inf_m = m == jnp.inf
-    # Finite max: the usual shift. +inf max: the limit keeps only the +inf entries (shifted to 0).
-    # -inf max (no class present) or NaN: leave x as it is, so the row stays -inf or NaN.
-    limit = jnp.where(x == jnp.inf, 0.0, -jnp.inf).astype(x.dtype)
-    s = jnp.where(finite_m, x - jnp.where(finite_m, m, 0.0), jnp.where(pos_inf_m, limit, x))
-    e = jnp.exp(s)
-    total = jnp.sum(e, axis=-1, keepdims=True)
-    present = total != 0  # NaN rows count as present so that NaN propagates
-    safe_total = jnp.where(present, total, 1.0)
-    log_total = jnp.log(safe_total)
-    lse = jnp.where(pos_inf_m, jnp.inf, jnp.where(present, jnp.where(finite_m, m, 0.0) + log_total, -jnp.inf))
-    p = e / safe_total
-    log_p = jnp.where(present, s - log_total, -jnp.inf)
-    return lse, p, log_p, present
+    stats, e, total = normalizer(x)
+    return stats.lse, e / total, stats.log_prob(x), stats.present
 
 
 @jax.custom_jvp
