@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from jxent import _checks
 from jxent.reduction import reduce_loss
@@ -14,9 +15,16 @@ from jxent.reduction import reduce_loss
 __all__ = ["sigmoid_binary_cross_entropy"]
 
 
-def _where_nonzero(d: jax.Array, coef: jax.Array) -> jax.Array:
-    """``coef * d`` that is 0 where the tangent ``d`` is 0, even if ``coef`` is infinite."""
-    return jnp.where(d == 0, 0.0, coef * d)
+def _add_tangent(tangent: jax.Array, coef: jax.Array, d: Any) -> jax.Array:
+    """``tangent + coef * d``, skipping ``d`` when it is a symbolic zero (an argument not differentiated).
+
+    Skipping rather than masking with ``where(d == 0, ...)`` keeps the rule linear in the tangents (so it
+    transposes for reverse mode) while an infinite ``coef`` (labels at ``x = ±inf``) cannot turn a zero tangent
+    into NaN.
+    """
+    if isinstance(d, SymbolicZero):
+        return tangent
+    return tangent + coef * d
 
 
 @jax.custom_jvp
@@ -29,17 +37,19 @@ def sigmoid_bce_elementwise(x: jax.Array, y: jax.Array, pos_weight: jax.Array) -
     return 0.0 - (pos + neg)  # +0 rather than -0 where both terms vanish
 
 
-@sigmoid_bce_elementwise.defjvp
 def _sigmoid_bce_jvp(primals, tangents):
     x, y, pw = primals
     dx, dy, dpw = tangents
     out = sigmoid_bce_elementwise(x, y, pw)
+    tangent = jnp.zeros_like(out)
     # d/dx: (1 - y) sigmoid(x) - pw y sigmoid(-x); equals sigmoid(x) - y when pw = 1.
-    grad_x = (1.0 - y) * jax.nn.sigmoid(x) - pw * y * jax.nn.sigmoid(-x)
-    tangent = grad_x * dx
-    tangent = tangent + _where_nonzero(dy, jax.nn.log_sigmoid(-x) - pw * jax.nn.log_sigmoid(x))
-    tangent = tangent + _where_nonzero(dpw, -y * jax.nn.log_sigmoid(x))
+    tangent = _add_tangent(tangent, (1.0 - y) * jax.nn.sigmoid(x) - pw * y * jax.nn.sigmoid(-x), dx)
+    tangent = _add_tangent(tangent, jax.nn.log_sigmoid(-x) - pw * jax.nn.log_sigmoid(x), dy)
+    tangent = _add_tangent(tangent, -y * jax.nn.log_sigmoid(x), dpw)
     return out, jnp.broadcast_to(tangent, out.shape)
+
+
+sigmoid_bce_elementwise.defjvp(_sigmoid_bce_jvp, symbolic_zeros=True)
 
 
 def smooth_binary(labels: jax.Array, label_smoothing: Any) -> jax.Array:

@@ -166,6 +166,11 @@ def softmax_focal_loss(
     class_weight = None
     if alpha is not None:
         a = jnp.asarray(alpha)
+        if a.ndim != 0 and a.shape != (num_classes,):
+            raise ValueError(
+                f"`alpha` must be a scalar or hold one weight per class, shape ({num_classes},); "
+                f"got shape {tuple(a.shape)}."
+            )
         class_weight = _class_weight(
             jnp.broadcast_to(a, (num_classes,)) if a.ndim == 0 else a, num_classes, rows.z.dtype
         )

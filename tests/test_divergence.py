@@ -1,0 +1,137 @@
+"""kl_divergence (+ log-target form), entropy and js_divergence against SciPy and optax."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.special import rel_entr
+
+import jxent
+from tests import reference as ref
+
+kl = jxent.kl_divergence
+kl_log = jxent.kl_divergence_with_log_targets
+
+
+def _dists(shape=(5, 4), axis=-1, seed=0, zeros=False):
+    rng = np.random.default_rng(seed)
+    t = rng.gamma(0.7, size=shape)
+    if zeros:
+        t = np.where(rng.random(shape) < 0.25, 0.0, t)
+        t[(slice(None),) * (len(shape) - 1) + (0,)] += 0.1  # no all-zero row
+    return jnp.asarray(t / t.sum(axis=axis, keepdims=True), jnp.float32)
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((5, 4), -1), ((4, 5), 0), ((2, 3, 4), (1, 2)), ((3, 4), None)])
+def test_kl_matches_optax_and_scipy(shape, axis):
+    t = _dists(shape, axis, seed=1, zeros=True)  # zero targets: 0 log 0 = 0
+    t_pos = _dists(shape, axis, seed=3)
+    log_q = jnp.log(_dists(shape, axis, seed=2))
+    out, out_log, out_log_pos = jax.jit(
+        lambda a, b, c: (kl(a, b, axis=axis), kl_log(a, jnp.log(b), axis=axis), kl_log(a, jnp.log(c), axis=axis))
+    )(log_q, t, t_pos)
+    np.testing.assert_allclose(out, optax.losses.kl_divergence(log_q, t, axis=axis), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out, ref.kl_divergence(log_q, t, axis=axis), rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(out_log, ref.kl_divergence_with_log_targets(log_q, jnp.log(t), axis=axis), rtol=2e-5)
+    # optax's log-target form gives NaN at log_targets = -inf, so it is compared on positive targets only.
+    theirs = optax.losses.kl_divergence_with_log_targets(log_q, jnp.log(t_pos), axis=axis)
+    np.testing.assert_allclose(out_log_pos, theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_kl_where_and_reductions():
+    t = _dists(seed=3)
+    log_q = jnp.log(_dists(seed=4))
+    where = jnp.asarray(np.random.default_rng(5).random((5, 4)) < 0.7)
+    where = where.at[2].set(False)
+    out = jax.jit(lambda a, b: {r: kl(a, b, where=where, reduction=r) for r in ("none", "sum", "mean")})(log_q, t)
+    np.testing.assert_allclose(out["none"], optax.losses.kl_divergence(log_q, t, where=where), rtol=1e-6, atol=1e-6)
+    per = np.sum(np.where(where, rel_entr(ref.f64(t), np.exp(ref.f64(log_q))), 0.0), -1)
+    np.testing.assert_allclose(out["none"], per, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(out["sum"], per.sum(), rtol=2e-5)
+    np.testing.assert_allclose(out["mean"], per.sum() / 4, rtol=2e-5)  # the fully masked row does not count
+
+
+def test_entropy_and_js_match_scipy():
+    p = _dists(seed=6, zeros=True)
+    q = _dists(seed=7)
+    h, js, h0 = jax.jit(lambda p, q: (jxent.entropy(p), jxent.js_divergence(p, q), jxent.entropy(p, axis=0)))(p, q)
+    np.testing.assert_allclose(h, ref.entropy(p), rtol=2e-6)
+    np.testing.assert_allclose(h0, ref.entropy(p, axis=0), rtol=2e-6)
+    # scipy's jensenshannon is the square root of the divergence (natural log by default).
+    expected_js = jensenshannon(ref.f64(p), ref.f64(q), axis=-1) ** 2
+    np.testing.assert_allclose(js, expected_js, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(js, ref.js_divergence(p, q), rtol=1e-5, atol=1e-7)
+    assert np.all(np.asarray(js) <= np.log(2) + 1e-6)
+
+
+def test_cross_entropy_is_entropy_plus_kl():
+    logits = jnp.asarray(np.random.default_rng(8).normal(size=(5, 4)) * 2, jnp.float32)
+    t = _dists(seed=9, zeros=True)
+    ce, h, d = jax.jit(lambda z, t: (jxent.softmax_cross_entropy(z, t), jxent.entropy(t), kl(jxent.log_softmax(z), t)))(
+        logits, t
+    )
+    np.testing.assert_allclose(ce, h + d, rtol=2e-6, atol=1e-6)
+
+
+def test_gradients_closed_form():
+    t = _dists(seed=10, zeros=True)
+    log_q = jnp.log(_dists(seed=11))
+    p = _dists(seed=12)
+    g_kl, g_kl_log, g_h = jax.jit(
+        lambda a, b, p: (
+            jax.grad(lambda a: kl(a, b).sum())(a),
+            jax.grad(lambda a: kl_log(a, jnp.log(b)).sum())(a),
+            jax.grad(lambda p: jxent.entropy(p).sum())(p),
+        )
+    )(log_q, t, p)
+    np.testing.assert_allclose(g_kl, -ref.f64(t), rtol=1e-6)
+    np.testing.assert_allclose(g_kl_log, -ref.f64(t), rtol=1e-6)
+    np.testing.assert_allclose(g_h, -(np.log(ref.f64(p)) + 1), rtol=1e-5)
+
+
+def _divergences(log_q, t, log_t, q):
+    return (
+        kl(log_q, t),
+        kl_log(log_q, log_t),
+        jxent.entropy(t),
+        jxent.js_divergence(t, q),
+        jax.grad(lambda a: kl(a, t).sum())(log_q),
+    )
+
+
+def _reference_divergences(log_q, t, log_t, q):
+    return (
+        ref.kl_divergence(log_q, t),
+        ref.kl_divergence_with_log_targets(log_q, log_t),
+        ref.entropy(t),
+        ref.js_divergence(t, q),
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float64])
+def test_dtypes(x64, dtype):
+    # The inputs are made in float64 and rounded once to `dtype`; the reference sees exactly the rounded values.
+    t = _dists(seed=13).astype(dtype)
+    q = _dists(seed=14).astype(dtype)
+    log_q = jnp.log(_dists(seed=14).astype(jnp.float64)).astype(dtype)
+    log_t = jnp.log(_dists(seed=13).astype(jnp.float64)).astype(dtype)
+    *values, g = jax.jit(_divergences)(log_q, t, log_t, q)
+    assert g.dtype == dtype
+    tolerance = {"rtol": 1e-12} if dtype == jnp.float64 else {"rtol": 2e-5, "atol": 1e-6}
+    for value, expected in zip(values, _reference_divergences(log_q, t, log_t, q), strict=True):
+        assert value.dtype == (jnp.float64 if dtype == jnp.float64 else jnp.float32)
+        np.testing.assert_allclose(value, expected, **tolerance)
+
+
+def test_argument_errors():
+    a = jnp.zeros((2, 3))
+    with pytest.raises(TypeError, match="log_predictions"):
+        kl(jnp.zeros((2, 3), jnp.int32), a)
+    with pytest.raises(TypeError, match="targets"):
+        kl(a, jnp.zeros((2, 3), jnp.int32))
+    with pytest.raises(ValueError, match="targets"):
+        kl(a, jnp.zeros((4, 3)))
+    with pytest.raises(ValueError, match="reduction"):
+        jxent.entropy(a, reduction="batchmean")
