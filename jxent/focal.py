@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from jxent import _checks
 from jxent.binary import apply_mask_and_reduce, sigmoid_bce_elementwise
@@ -47,6 +48,49 @@ def _check_gamma_alpha(gamma: Any, alpha: Any) -> None:
     _checks.check_scalar_range(gamma, "gamma", low=0.0)
     if alpha is not None and jnp.ndim(alpha) == 0:
         _checks.check_scalar_range(alpha, "alpha", low=0.0, high=1.0)
+
+
+def _log_one_minus_pt(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``log(1 - p_t) = log(y sigmoid(-x) + (1 - y) sigmoid(x))``, each term in log space and floored."""
+    log_y = jnp.where(y > 0, jnp.log(jnp.where(y > 0, y, 1.0)), -jnp.inf)
+    log_1my = jnp.where(y < 1, jnp.log1p(-jnp.where(y < 1, y, 0.0)), -jnp.inf)
+    return jnp.logaddexp(_floor(log_y + jax.nn.log_sigmoid(-x)), _floor(log_1my + jax.nn.log_sigmoid(x)))
+
+
+def _focal_value(x: jax.Array, y: jax.Array, gamma: jax.Array) -> jax.Array:
+    return sigmoid_bce_elementwise(x, y, jnp.ones((), x.dtype)) * _modulating_factor(_log_one_minus_pt(x, y), gamma)
+
+
+@jax.custom_jvp
+def _focal_elementwise(x: jax.Array, y: jax.Array, gamma: jax.Array) -> jax.Array:
+    """``(1 - p_t)**gamma * BCE(x, y)`` elementwise (no alpha)."""
+    return _focal_value(x, y, gamma)
+
+
+def _focal_elementwise_jvp(primals, tangents):
+    x, y, gamma = primals
+    dx, dy, dgamma = tangents
+    out = _focal_elementwise(x, y, gamma)
+    tangent = jnp.zeros_like(out)
+    if not isinstance(dx, SymbolicZero):
+        # d/dx = (1 - p_t)^g [(p - y) + g (1 - 2y) p (1 - p) / (1 - p_t) * BCE]; the second term -> 0 as |x| -> inf,
+        # where the autodiff product would be 0 * inf.
+        bce = sigmoid_bce_elementwise(x, y, jnp.ones((), x.dtype))
+        log_one_minus_pt = _log_one_minus_pt(x, y)
+        log_pq = jax.nn.log_sigmoid(x) + jax.nn.log_sigmoid(-x)
+        ratio = jnp.exp(jnp.where(log_pq == -jnp.inf, -jnp.inf, log_pq - log_one_minus_pt))
+        focus = jnp.where(ratio == 0, 0.0, gamma * (1.0 - 2.0 * y) * ratio * bce)
+        grad_x = _modulating_factor(log_one_minus_pt, gamma) * (jax.nn.sigmoid(x) - y + focus)
+        tangent = tangent + grad_x * dx
+    if not (isinstance(dy, SymbolicZero) and isinstance(dgamma, SymbolicZero)):
+        zeros = jnp.zeros_like(x)
+        dy = jnp.zeros_like(y) if isinstance(dy, SymbolicZero) else dy
+        dgamma = jnp.zeros_like(gamma) if isinstance(dgamma, SymbolicZero) else dgamma
+        tangent = tangent + jax.jvp(_focal_value, (x, y, gamma), (zeros, dy, dgamma))[1]
+    return out, tangent
+
+
+_focal_elementwise.defjvp(_focal_elementwise_jvp, symbolic_zeros=True)
 
 
 def sigmoid_focal_loss(
@@ -91,15 +135,10 @@ def sigmoid_focal_loss(
     _checks.check_broadcastable(logits.shape, labels, "labels")
     dtype = _checks.compute_dtype(logits.dtype)
     x, y = jnp.broadcast_arrays(logits.astype(dtype), labels.astype(dtype))
-    losses = sigmoid_bce_elementwise(x, y, jnp.ones((), dtype))
-    if not is_zero(gamma):
-        # log(1 - p_t) = log(y sigmoid(-x) + (1 - y) sigmoid(x)), each term in log space.
-        log_y = jnp.where(y > 0, jnp.log(jnp.where(y > 0, y, 1.0)), -jnp.inf)
-        log_1my = jnp.where(y < 1, jnp.log1p(-jnp.where(y < 1, y, 0.0)), -jnp.inf)
-        log_one_minus_pt = jnp.logaddexp(
-            _floor(log_y + jax.nn.log_sigmoid(-x)), _floor(log_1my + jax.nn.log_sigmoid(x))
-        )
-        losses = losses * _modulating_factor(log_one_minus_pt, gamma)
+    if is_zero(gamma):
+        losses = sigmoid_bce_elementwise(x, y, jnp.ones((), dtype))
+    else:
+        losses = _focal_elementwise(x, y, lax.stop_gradient(jnp.asarray(gamma, dtype)))
     if alpha is not None:
         a = jnp.asarray(alpha, dtype)
         losses = (a * y + (1.0 - a) * (1.0 - y)) * losses

@@ -311,6 +311,14 @@ TABLE: list[Row] = [
         {"loss": [INF], "grad": [0.5]},
     ),
     Row(
+        "sigmoid focal at +-inf with the wrong label: loss +inf, gradient the limit sigmoid(x) - y (gamma 0.5 and 2)",
+        vg(
+            lambda x: jxent.sigmoid_focal_loss(x, F(0.0, 1.0), gamma=0.5) + jxent.sigmoid_focal_loss(x, F(0.0, 1.0)),
+            F(INF, -INF),
+        ),
+        {"loss": [INF, INF], "grad": [2.0, -2.0]},
+    ),
+    Row(
         "sigmoid focal at +-inf with the right label: loss 0, gradient 0",
         vg(lambda x: jxent.sigmoid_focal_loss(x, F(1.0, 0.0), gamma=2.0), F(INF, -INF)),
         {"loss": [0.0, 0.0], "grad": [0.0, 0.0]},
