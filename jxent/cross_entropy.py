@@ -126,9 +126,13 @@ def _class_weight(weight: Any, num_classes: int, dtype: Any) -> jax.Array | None
 
 
 def _counted_rows(rows: Rows) -> tuple[jax.Array, jax.Array]:
-    """Per-class presence (finite or NaN logit) and the rows that have a present class."""
+    """Per-class presence (finite or NaN logit) and the rows that have a present class.
+
+    ``counted`` comes from the row maximum (shared with the softmax normaliser) rather than ``any(present)``, which
+    would cost another pass over the logits; a NaN maximum counts, so NaN propagates.
+    """
     present = rows.z != -jnp.inf
-    counted = jnp.any(present, axis=-1)
+    counted = jnp.max(rows.z, axis=-1) != -jnp.inf
     if rows.row_mask is not None:
         counted = counted & rows.row_mask
     return present, counted

@@ -1,13 +1,15 @@
 """Cross-entropy on probabilities (not logits): the categorical and the binary form.
 
 Both use a clamped logarithm, as ``torch.nn.BCELoss`` does: the value is :math:`\\max(\\log p, -100)` and its
-derivative is :math:`1 / \\max(p, 10^{-12})`, so a probability of exactly 0 or 1 gives a finite loss and a finite
-gradient. :math:`0 \\log 0 = 0`. Prefer the logit forms (:func:`jxent.softmax_cross_entropy`,
+derivative is :math:`1 / \\max(p, 10^{-12})` (:math:`3.1 \\cdot 10^{-5}` for float16 inputs, so that the gradient
+fits the input dtype). A probability of exactly 0 or 1 gives a finite loss and a finite gradient, and
+:math:`0 \\log 0 = 0`. Prefer the logit forms (:func:`jxent.softmax_cross_entropy`,
 :func:`jxent.sigmoid_binary_cross_entropy`) when logits are available: they are exact where this clamps.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -28,19 +30,25 @@ LOG_FLOOR = -100.0
 """Lowest value of :func:`clamped_log` (torch's ``BCELoss`` floor)."""
 
 GRAD_FLOOR = 1e-12
-"""Smallest probability used in the derivative ``1 / p`` of :func:`clamped_log`."""
+"""Smallest probability used in the derivative ``1 / p`` of :func:`clamped_log` (raised for float16, below)."""
 
 
-@jax.custom_jvp
-def clamped_log(p: jax.Array) -> jax.Array:
-    """``max(log p, -100)`` with derivative ``1 / max(p, 1e-12)``: finite at ``p = 0``."""
+def grad_floor(dtype: Any) -> float:
+    """The derivative floor for inputs of ``dtype``: ``1e-12``, or ``2 / max(dtype)`` if ``1 / 1e-12`` would overflow
+    (float16: ``3.1e-5``), so gradients returned in the input dtype stay finite."""
+    return max(GRAD_FLOOR, 2.0 / float(jnp.finfo(dtype).max))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def clamped_log(p: jax.Array, floor: float = GRAD_FLOOR) -> jax.Array:
+    """``max(log p, -100)`` with derivative ``1 / max(p, floor)``: finite at ``p = 0``."""
     return jnp.maximum(jnp.log(p), LOG_FLOOR)
 
 
 @clamped_log.defjvp
-def _clamped_log_jvp(primals, tangents):
+def _clamped_log_jvp(floor, primals, tangents):
     (p,), (dp,) = primals, tangents
-    return clamped_log(p), dp / jnp.maximum(p, GRAD_FLOOR)
+    return clamped_log(p, floor), dp / jnp.maximum(p, floor)
 
 
 def categorical_cross_entropy(
@@ -80,7 +88,7 @@ def categorical_cross_entropy(
     layout = _axes.class_layout(axis, probabilities.ndim, "probabilities")
     mask = _axes.expand_where(where, layout, probabilities.shape)
     dtype = _checks.compute_dtype(probabilities.dtype)
-    log_p = layout.to_last(clamped_log(probabilities.astype(dtype)))
+    log_p = layout.to_last(clamped_log(probabilities.astype(dtype), grad_floor(probabilities.dtype)))
     class_mask = row_mask = None
     if mask is not None:
         class_mask = layout.to_last(mask)
@@ -143,5 +151,6 @@ def binary_cross_entropy(
     p = probabilities.astype(dtype)
     y = smooth_binary(labels.astype(dtype), label_smoothing)
     p, y = jnp.broadcast_arrays(p, y)
-    losses = 0.0 - (y * clamped_log(p) + (1.0 - y) * clamped_log(1.0 - p))
+    floor = grad_floor(probabilities.dtype)
+    losses = 0.0 - (y * clamped_log(p, floor) + (1.0 - y) * clamped_log(1.0 - p, floor))
     return apply_mask_and_reduce(losses, weight=weight, where=where, reduction=reduction)

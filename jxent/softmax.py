@@ -219,5 +219,6 @@ def soft_cap(logits: Any, cap: Any) -> jax.Array:
     """
     logits = _checks.as_float_array(logits, "logits")
     _checks.check_scalar_range(cap, "soft_cap", low=0.0, low_open=True)
-    capped = cap * jnp.tanh(logits / cap)
-    return jnp.where(logits == -jnp.inf, -jnp.inf, capped).astype(logits.dtype)
+    z = logits.astype(_checks.compute_dtype(logits.dtype))  # 16-bit inputs are computed in float32
+    capped = cap * jnp.tanh(z / cap)
+    return jnp.where(z == -jnp.inf, -jnp.inf, capped).astype(logits.dtype)

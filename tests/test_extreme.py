@@ -271,6 +271,15 @@ TABLE: list[Row] = [
         1e-3,
     ),
     Row(
+        "binary_cross_entropy: float16 p in {0, 1}, gradient in float16 stays finite (1/p floored at 2/65504)",
+        vg(
+            lambda p: jxent.binary_cross_entropy(p, jnp.array([1.0, 0.0], jnp.float16)),
+            jnp.array([0.0, 1.0], jnp.float16),
+        ),
+        {"loss": [100.0, 100.0], "grad": [-65504.0 / 2, 65504.0 / 2], "loss_dtype": "float32", "grad_dtype": "float16"},
+        16.0,
+    ),
+    Row(
         "categorical_cross_entropy: probabilities 0 and 1 are finite",
         vg(lambda p: jxent.categorical_cross_entropy(p, I(0, 1)), jnp.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])),
         {"loss": [100.0, 0.0], "grad": [[-1e12, 0.0, 0.0], [0.0, -1.0, 0.0]]},

@@ -176,6 +176,16 @@ def test_soft_cap_values_and_derivative():
     assert jxent.soft_cap(jnp.ones(2, jnp.bfloat16), cap).dtype == jnp.bfloat16
 
 
+def test_soft_cap_computes_bfloat16_in_float32():
+    # Rounding tanh's input and output to bfloat16 would be off by up to 0.125 near 30; float32 compute leaves only
+    # the final rounding of the result (half a bfloat16 ulp, 0.0625 at 30).
+    z = jnp.linspace(20.0, 60.0, 41).astype(jnp.bfloat16)
+    out = jax.jit(jxent.soft_cap)(z, 30.0)
+    exact = 30.0 * np.tanh(np.asarray(z, np.float64) / 30.0)
+    expected = np.asarray(jnp.asarray(exact, jnp.float32).astype(jnp.bfloat16), np.float64)
+    np.testing.assert_array_equal(np.asarray(out, np.float64), expected)
+
+
 @pytest.mark.parametrize("cap", [0.0, -1.0])
 def test_soft_cap_rejects_non_positive_cap(cap):
     with pytest.raises(ValueError, match="soft_cap"):
