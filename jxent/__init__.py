@@ -9,6 +9,13 @@ from jxent.binary import sigmoid_binary_cross_entropy
 from jxent.cross_entropy import softmax_cross_entropy, softmax_cross_entropy_with_integer_labels
 from jxent.divergence import entropy, js_divergence, kl_divergence, kl_divergence_with_log_targets
 from jxent.focal import sigmoid_focal_loss, softmax_focal_loss
+from jxent.fused import linear_softmax_cross_entropy
+from jxent.parallel import (
+    sharded_linear_softmax_cross_entropy,
+    sharded_softmax_cross_entropy,
+    vocab_parallel_linear_softmax_cross_entropy,
+    vocab_parallel_softmax_cross_entropy,
+)
 from jxent.probabilities import binary_cross_entropy, categorical_cross_entropy
 from jxent.reduction import reduce_loss
 from jxent.robust import generalized_cross_entropy, poly_loss_cross_entropy
@@ -27,11 +34,14 @@ __all__ = [
     "js_divergence",
     "kl_divergence",
     "kl_divergence_with_log_targets",
+    "linear_softmax_cross_entropy",
     "log_softmax",
     "logsumexp",
     "losses",
     "poly_loss_cross_entropy",
     "reduce_loss",
+    "sharded_linear_softmax_cross_entropy",
+    "sharded_softmax_cross_entropy",
     "sigmoid_binary_cross_entropy",
     "sigmoid_focal_loss",
     "smooth_binary_labels",
@@ -42,4 +52,6 @@ __all__ = [
     "softmax_cross_entropy_with_integer_labels",
     "softmax_focal_loss",
     "validate_labels",
+    "vocab_parallel_linear_softmax_cross_entropy",
+    "vocab_parallel_softmax_cross_entropy",
 ]

@@ -1,0 +1,352 @@
+"""Speed and memory of the large-vocabulary losses against the naive ``hidden @ weight`` + dense loss.
+
+One command prints one Markdown table::
+
+    python benchmarks/bench_large_vocab.py            # CPU timing, compile-only memory, 8 fake devices
+    python benchmarks/bench_large_vocab.py --quick    # tiny shapes, a few seconds (CI smoke test)
+    python benchmarks/bench_large_vocab.py --gpu      # adds the Gemma-2-like GPU case (automatic on a GPU)
+
+Sections:
+
+* ``cpu``: float32 ``N=4096, D=1024, V=32768`` on the CPU: wall time of ``jit(value_and_grad)`` (median of
+  ``--repeats`` runs after a warm-up, synchronised with ``block_until_ready``) and XLA's compiled temp memory
+  (``memory_analysis().temp_size_in_bytes``), fused/naive.
+* ``compile``: compile-only (``jax.ShapeDtypeStruct`` inputs, nothing allocated) temp memory of fused and naive at
+  ``N=8192, D=4096, V=131072`` bfloat16, on the CPU backend (and on the GPU when one is present).
+* ``parallel``: per-device temp memory of the vocabulary-parallel losses on 8 fake CPU devices (run in a
+  subprocess that sets ``XLA_FLAGS=--xla_force_host_platform_device_count=8``) against the single-device loss.
+* ``gpu``: ``N=8192, D=2304, V=256000`` bfloat16 (Gemma 2 2B-like): time and temp memory, fused/naive.
+
+Timings on a shared machine are noisy; the table says which device ran them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+PARALLEL_FLAG = "--xla_force_host_platform_device_count=8"
+
+if "--_parallel-worker" in sys.argv and PARALLEL_FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + PARALLEL_FLAG).strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import jxent  # noqa: E402
+
+MiB = 2**20
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The two losses
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def naive_loss(h, w, y, reduction="mean"):
+    """What a user writes without jxent's fused path: the full logits, then the dense loss."""
+    return jxent.softmax_cross_entropy_with_integer_labels(h @ w, y, reduction=reduction)
+
+
+def fused_loss(h, w, y, reduction="mean", **kw):
+    return jxent.linear_softmax_cross_entropy(h, w, y, reduction=reduction, **kw)
+
+
+def value_and_grad(loss):
+    return jax.value_and_grad(loss, argnums=(0, 1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Measurements
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def temp_bytes(fn, *args) -> int:
+    """XLA's compiled temp buffer size of ``jit(fn)`` for these (possibly abstract) arguments."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return -1
+    return int(analysis.temp_size_in_bytes)
+
+
+def median_time(fn, args, repeats: int) -> float:
+    """Median wall time of ``fn(*args)`` over ``repeats`` runs after one warm-up (compile) and one extra run."""
+    f = jax.jit(fn)
+    jax.block_until_ready(f(*args))
+    jax.block_until_ready(f(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def inputs(n, d, v, dtype, device=None, seed=0):
+    kh, kw, ky = jax.random.split(jax.random.PRNGKey(seed), 3)
+    h = jax.random.normal(kh, (n, d), jnp.float32).astype(dtype)
+    w = (jax.random.normal(kw, (d, v), jnp.float32) / np.sqrt(d)).astype(dtype)
+    y = jax.random.randint(ky, (n,), 0, v)
+    if device is not None:
+        h, w, y = (jax.device_put(a, device) for a in (h, w, y))
+    return h, w, y
+
+
+def abstract(n, d, v, dtype, device=None):
+    sharding = None if device is None else jax.sharding.SingleDeviceSharding(device)
+    return (
+        jax.ShapeDtypeStruct((n, d), dtype, sharding=sharding),
+        jax.ShapeDtypeStruct((d, v), dtype, sharding=sharding),
+        jax.ShapeDtypeStruct((n,), jnp.int32, sharding=sharding),
+    )
+
+
+def fmt_mib(b: float) -> str:
+    return f"{b / MiB:,.1f} MiB" if b >= 0 else "n/a"
+
+
+def fmt_s(t: float) -> str:
+    return f"{t * 1e3:,.1f} ms" if t < 1 else f"{t:,.2f} s"
+
+
+class Table:
+    def __init__(self):
+        self.rows: list[tuple[str, ...]] = []
+
+    def add(self, case, metric, naive, fused, ratio, goal, met):
+        self.rows.append((case, metric, naive, fused, ratio, goal, met))
+
+    def render(self) -> str:
+        head = ("case", "metric", "naive", "fused / parallel", "ratio", "goal", "met")
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(lines)
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def section_cpu(table: Table, shape, repeats: int, fused_kw: dict) -> None:
+    n, d, v = shape
+    cpu = jax.devices("cpu")[0]
+    case = f"CPU f32 N={n} D={d} V={v}, jit(value_and_grad), mean"
+    args = inputs(n, d, v, jnp.float32, cpu)
+    naive = value_and_grad(naive_loss)
+    fused = value_and_grad(lambda h, w, y: fused_loss(h, w, y, **fused_kw))
+    with jax.default_device(cpu):
+        m_naive, m_fused = temp_bytes(naive, *args), temp_bytes(fused, *args)
+        t_naive = median_time(naive, args, repeats)
+        t_fused = median_time(fused, args, repeats)
+    table.add(
+        case,
+        "wall time",
+        fmt_s(t_naive),
+        fmt_s(t_fused),
+        f"{t_fused / t_naive:.2f}",
+        "<= 1.0",
+        verdict(t_fused <= t_naive),
+    )
+    ratio = m_fused / m_naive
+    table.add(case, "temp memory", fmt_mib(m_naive), fmt_mib(m_fused), f"{ratio:.2%}", "<= 5%", verdict(ratio <= 0.05))
+
+
+def section_compile(table: Table, shape, fused_kw: dict, devices) -> None:
+    n, d, v = shape
+    for device in devices:
+        kind = device.platform.upper()
+        case = f"compile-only {kind} bf16 N={n} D={d} V={v}, value_and_grad, mean"
+        args = abstract(n, d, v, jnp.bfloat16, device)
+        with jax.default_device(device):  # the fused defaults (chunks, schedule) follow the target platform
+            m_naive = temp_bytes(value_and_grad(naive_loss), *args)
+            m_fused = temp_bytes(value_and_grad(lambda h, w, y: fused_loss(h, w, y, **fused_kw)), *args)
+        table.add(
+            case,
+            "temp memory",
+            fmt_mib(m_naive),
+            fmt_mib(m_fused),
+            f"{m_fused / m_naive:.2%}",
+            "fused <= 64 MiB",
+            verdict(m_fused <= 64 * MiB),
+        )
+
+
+def section_gpu(table: Table, shape, repeats: int, fused_kw: dict) -> None:
+    n, d, v = shape
+    gpu = jax.devices()[0]
+    case = f"{gpu.device_kind} bf16 N={n} D={d} V={v}, jit(value_and_grad), mean"
+    args = inputs(n, d, v, jnp.bfloat16, gpu)
+    naive = value_and_grad(naive_loss)
+    fused = value_and_grad(lambda h, w, y: fused_loss(h, w, y, **fused_kw))
+    m_naive, m_fused = temp_bytes(naive, *args), temp_bytes(fused, *args)
+    t_naive = median_time(naive, args, repeats)
+    t_fused = median_time(fused, args, repeats)
+    speedup = t_naive / t_fused
+    table.add(
+        case,
+        "wall time",
+        fmt_s(t_naive),
+        fmt_s(t_fused),
+        f"{speedup:.2f}x faster",
+        ">= 1.3x faster",
+        verdict(speedup >= 1.3),
+    )
+    ratio = m_fused / m_naive
+    table.add(case, "temp memory", fmt_mib(m_naive), fmt_mib(m_fused), f"{ratio:.2%}", "<= 1%", verdict(ratio <= 0.01))
+
+
+def parallel_worker(shape, fused_kw: dict) -> list[tuple[str, ...]]:
+    """Runs in a subprocess with 8 fake CPU devices; returns table rows."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    n, d, v = shape
+    devices = jax.devices("cpu")
+    if len(devices) < 8:
+        return [("vocab-parallel", "per-device temp memory", "n/a", "n/a", "n/a", "8 devices", "n/a")]
+    mesh = Mesh(np.array(devices[:8]), ("vocab",))
+    rep = NamedSharding(mesh, PartitionSpec())
+    vsh = NamedSharding(mesh, PartitionSpec(None, "vocab"))
+    rows = []
+
+    # The logits of a vocabulary-sharded weight stay sharded along V: [N, V/8] per device.
+    h1, w1, y1 = abstract(n, d, v, jnp.float32, devices[0])
+    hs = jax.ShapeDtypeStruct((n, d), jnp.float32, sharding=rep)
+    ws = jax.ShapeDtypeStruct((d, v), jnp.float32, sharding=vsh)
+    ys = jax.ShapeDtypeStruct((n,), jnp.int32, sharding=rep)
+
+    def sharded(h, w, y):
+        return jxent.sharded_softmax_cross_entropy(h @ w, y, mesh=mesh, vocab_axis="vocab", reduction="mean")
+
+    naive1 = temp_bytes(value_and_grad(naive_loss), h1, w1, y1)
+    m8 = temp_bytes(value_and_grad(sharded), hs, ws, ys)
+    case = f"vocab-parallel logits, 8 CPU devices, f32 N={n} D={d} V={v}, value_and_grad"
+    rows.append(
+        (
+            case,
+            "temp memory per device vs naive",
+            fmt_mib(naive1),
+            fmt_mib(m8),
+            f"{m8 / naive1:.2%}",
+            "~1/8 = 12.5%",
+            verdict(m8 <= naive1 / 8 * 1.25),
+        )
+    )
+
+    # Fused, weight sharded along V.
+
+    def fused_single(h, w, y):
+        return jxent.linear_softmax_cross_entropy(h, w, y, **fused_kw)
+
+    def fused_sharded(h, w, y):
+        return jxent.sharded_linear_softmax_cross_entropy(h, w, y, mesh=mesh, vocab_axis="vocab", **fused_kw)
+
+    f1 = temp_bytes(value_and_grad(fused_single), h1, w1, y1)
+    f8 = temp_bytes(value_and_grad(fused_sharded), hs, ws, ys)
+    case = f"fused vocab-parallel, 8 CPU devices, f32 N={n} D={d} V={v}, value_and_grad"
+    rows.append(
+        (case, "temp memory per device vs naive", fmt_mib(naive1), fmt_mib(f8), f"{f8 / naive1:.2%}", "-", "n/a")
+    )
+    rows.append((case, "temp memory per device vs fused", fmt_mib(f1), fmt_mib(f8), f"{f8 / f1:.2%}", "-", "n/a"))
+    return rows
+
+
+def section_parallel(table: Table, shape, fused_kw: dict) -> None:
+    cmd = [sys.executable, os.path.abspath(__file__), "--_parallel-worker", json.dumps([list(shape), fused_kw])]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        table.add("vocab-parallel", "per-device temp memory", "error", "error", "-", "-", "**no**")
+        sys.stderr.write(out.stderr)
+        return
+    for row in json.loads(out.stdout.strip().splitlines()[-1]):
+        table.add(*row)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shapes (seconds); for CI")
+    parser.add_argument("--gpu", action="store_true", help="run the GPU case (automatic when a GPU is present)")
+    parser.add_argument("--no-gpu", action="store_true", help="skip the GPU case even when a GPU is present")
+    parser.add_argument("--sections", default="cpu,compile,parallel,gpu", help="comma-separated subset to run")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
+    parser.add_argument("--schedule", default="auto", help="fused schedule (see linear_softmax_cross_entropy)")
+    parser.add_argument("--chunk-size", type=int, default=None, help="fused vocabulary chunk")
+    parser.add_argument("--token-chunk-size", type=int, default=None, help="fused token chunk")
+    parser.add_argument("--_parallel-worker", dest="parallel_worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.parallel_worker is not None:
+        shape, fused_kw = json.loads(args.parallel_worker)
+        print(json.dumps(parallel_worker(tuple(shape), fused_kw)))
+        return
+
+    fused_kw: dict[str, Any] = {"schedule": args.schedule}
+    if args.chunk_size:
+        fused_kw["chunk_size"] = args.chunk_size
+    if args.token_chunk_size:
+        fused_kw["token_chunk_size"] = args.token_chunk_size
+
+    if args.quick:
+        cpu_shape, compile_shape, par_shape, gpu_shape = (256, 64, 2048), (512, 128, 4096), (256, 64, 2048), None
+        gpu_shape = (512, 128, 4096)
+        repeats = min(args.repeats, 3)
+    else:
+        cpu_shape, compile_shape, par_shape = (4096, 1024, 32768), (8192, 4096, 131072), (4096, 1024, 32768)
+        gpu_shape = (8192, 2304, 256000)
+        repeats = args.repeats
+
+    sections = set(args.sections.split(","))
+    has_gpu = jax.default_backend() == "gpu"
+    run_gpu = "gpu" in sections and not args.no_gpu and (args.gpu or has_gpu)
+
+    dev = jax.devices()[0]
+    print("# Large-vocabulary cross-entropy: fused / vocab-parallel vs naive `hidden @ weight` + dense loss\n")
+    print(
+        f"- jax {jax.__version__}, default device: {dev.device_kind} ({dev.platform}), "
+        f"{len(jax.devices())} device(s); host: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPU cores"
+    )
+    print(
+        f"- fused options: {fused_kw}; timings: median of {repeats} runs after warm-up"
+        f"{' (quick shapes)' if args.quick else ''}\n"
+    )
+
+    table = Table()
+    if "cpu" in sections:
+        section_cpu(table, cpu_shape, repeats, fused_kw)
+    if "compile" in sections:
+        devices = [jax.devices("cpu")[0]] + ([dev] if has_gpu else [])
+        section_compile(table, compile_shape, fused_kw, devices)
+    if "parallel" in sections:
+        section_parallel(table, par_shape, fused_kw)
+    if run_gpu:
+        if not has_gpu:
+            table.add("GPU", "-", "-", "-", "-", "-", "no GPU present")
+        else:
+            section_gpu(table, gpu_shape, repeats, fused_kw)
+    print(table.render())
+
+
+if __name__ == "__main__":
+    main()
