@@ -6,7 +6,7 @@ finds first, so a virtual environment's tests run its own notebooks. Needs the `
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -22,21 +22,16 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 TIMEOUT_S = 600  # per cell
 
 
-def kernel_manager(spec_root: Path):
-    """A ``python3`` kernel that runs ``sys.executable`` (a throw-away kernel spec, searched nowhere else)."""
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
+def _load_builder():
+    """notebooks/build_notebooks.py (not a package): its kernel set-up is the one the committed notebooks ran with."""
+    spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOK_DIR / "build_notebooks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    spec_dir = spec_root / "python3"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    specs = KernelSpecManager(kernel_dirs=[str(spec_root)], ensure_native_kernel=False)
-    return KernelManager(kernel_name="python3", kernel_spec_manager=specs)
+
+kernel_manager = _load_builder().kernel_manager
 
 
 def test_all_notebooks_are_present():
