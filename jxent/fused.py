@@ -39,6 +39,7 @@ from jxent.reduction import reduce_loss, safe_divide
 __all__ = ["linear_softmax_cross_entropy"]
 
 SCHEDULES = ("auto", "one_pass", "split", "token", "vocab")
+WEIGHT_LAYOUTS = ("dv", "vd")
 
 # On accelerators, "auto" keeps a full float32 [N, D] dh accumulator ("vocab") up to this size, else "split".
 ACCELERATOR_DH_BUDGET = 256 * 2**20
@@ -793,6 +794,7 @@ def prepare(
     chunk_size: int | None,
     token_chunk_size: int | None,
     schedule: str,
+    weight_layout: str = "dv",
     axis_name: Any = None,
     axis_size: int = 1,
 ) -> _Prepared:
@@ -811,21 +813,26 @@ def prepare(
     labels = _checks.as_int_array(labels, "labels")
     if hidden.ndim < 1:
         raise ValueError(f"`hidden` must have shape [..., D]; got shape {tuple(hidden.shape)}.")
-    if weight.ndim != 2 or weight.shape[0] != hidden.shape[-1]:
+    if weight_layout not in WEIGHT_LAYOUTS:
+        raise ValueError(f"`weight_layout` must be one of {WEIGHT_LAYOUTS}; got {weight_layout!r}.")
+    d_axis = 0 if weight_layout == "dv" else 1
+    if weight.ndim != 2 or weight.shape[d_axis] != hidden.shape[-1]:
+        expected = "[D, V]" if weight_layout == "dv" else "[V, D]"
+        other = "`weight_layout='vd'` for a [V, D] matrix" if weight_layout == "dv" else "the default layout [D, V]"
         raise ValueError(
-            f"`weight` must have shape [D, V] with D = hidden.shape[-1] = {hidden.shape[-1]}; got shape "
-            f"{tuple(weight.shape)}. Pass a tied [V, D] embedding as `embedding.T`."
+            f"`weight` must have shape {expected} with D = hidden.shape[-1] = {hidden.shape[-1]}; got shape "
+            f"{tuple(weight.shape)}. Use {other}."
         )
     if labels.shape != hidden.shape[:-1]:
         raise ValueError(
             f"`labels` must have shape {tuple(hidden.shape[:-1])} (hidden's shape without D); got shape "
             f"{tuple(labels.shape)}."
         )
-    d, vocab = weight.shape
+    d, vocab = weight.shape[d_axis], weight.shape[1 - d_axis]
     if vocab < 1:
         raise ValueError("`weight` must have at least one class (V >= 1).")
-    vocab_axis = 1
-    embedding = untransposed(weight)
+    vocab_axis = 1 - d_axis
+    embedding = untransposed(weight) if weight_layout == "dv" else None
     if embedding is not None:  # `weight` is `E.T` traced here: use E's [V, D] layout, never the transpose
         weight, vocab_axis = embedding, 0
     if bias is not None:
@@ -972,6 +979,7 @@ def linear_softmax_cross_entropy(
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
     schedule: str = "auto",
+    weight_layout: str = "dv",
     return_lse: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Softmax cross-entropy of ``hidden @ weight (+ bias)`` with integer labels, blockwise, without the logits.
@@ -1015,14 +1023,17 @@ def linear_softmax_cross_entropy(
     ``Vc = 2048`` (``"vocab"``) or ``8192``. The platform is that of ``jax.default_device`` or the default backend.
     16-bit inputs multiply in their dtype with float32 accumulation (on CPU, blocks are cast to float32).
 
-    ``weight`` is sliced along ``V`` with ``dynamic_slice`` and multiplied with ``dot_general`` in its own layout.
-    A tied embedding ``E [V, D]`` passed as ``E.T`` under ``jit`` (also ``jit`` of ``grad``) is recognised, and
-    ``E`` is sliced along its rows instead, so no transposed copy of the matrix is made (eagerly, ``E.T`` is
-    computed before the call).
+    ``weight`` is sliced along ``V`` with ``dynamic_slice`` and multiplied with ``dot_general`` in its own layout,
+    so a tied embedding ``E [V, D]`` is used as it is, without a transposed copy: pass ``E`` with
+    ``weight_layout="vd"``. (Passing ``E.T`` also avoids the copy under ``jit``, also ``jit`` of ``grad``: the
+    transpose is recognised in the trace and ``E`` is sliced along its rows instead. That recognition reads JAX's
+    tracers and falls back to a copy if it cannot; ``weight_layout="vd"`` does not depend on it. Eagerly, ``E.T``
+    is computed before the call.)
 
     Args:
       hidden: ``[..., D]`` hidden states (float32, 16-bit or, with x64, float64).
-      weight: ``[D, V]`` output matrix (a Flax ``Dense`` kernel; pass a tied ``[V, D]`` embedding as ``E.T``).
+      weight: ``[D, V]`` output matrix (a Flax ``Dense`` kernel), or with ``weight_layout="vd"`` a ``[V, D]`` one
+        (a tied embedding table, e.g. Flax ``Embed.embedding``).
       labels: Integer labels ``[...]`` (``hidden``'s shape without ``D``).
       bias: Optional ``[V]`` bias (finite: masking classes with ``-inf`` is not supported here).
       class_weight: Optional per-class weights ``[V]`` (torch's ``weight``).
@@ -1037,6 +1048,8 @@ def linear_softmax_cross_entropy(
         masked).
       token_chunk_size: Token block ``Tc``; need not divide ``N``.
       schedule: ``"auto"``, ``"one_pass"``, ``"token"``, ``"vocab"`` or ``"split"`` (table above).
+      weight_layout: ``"dv"`` (default: ``weight`` is ``[D, V]``) or ``"vd"`` (``weight`` is ``[V, D]``; its
+        gradient is ``[V, D]`` too).
       return_lse: Also return the per-token log-sum-exp ``[...]`` of the transformed logits.
 
     Returns:
@@ -1064,5 +1077,6 @@ def linear_softmax_cross_entropy(
         chunk_size=chunk_size,
         token_chunk_size=token_chunk_size,
         schedule=schedule,
+        weight_layout=weight_layout,
     )
     return compute(p, reduction, return_lse)

@@ -234,6 +234,7 @@ def vocab_parallel_linear_softmax_cross_entropy(
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
     schedule: str = "auto",
+    weight_layout: str = "dv",
     batch_axis_name: Any = None,
     return_lse: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
@@ -247,12 +248,12 @@ def vocab_parallel_linear_softmax_cross_entropy(
 
     Args:
       hidden: ``[..., D]``, the same on every device of ``axis_name``.
-      weight: This device's ``[D, V/R]`` slice of the output matrix.
+      weight: This device's ``[D, V/R]`` slice of the output matrix (``[V/R, D]`` with ``weight_layout="vd"``).
       labels: Global integer labels ``[...]``.
       axis_name: Mesh axis the vocabulary is split over.
       bias, class_weight: This device's ``[V/R]`` slices, or ``None``.
-      ignore_index, label_smoothing, z_loss, soft_cap, temperature, chunk_size, token_chunk_size, schedule: As in
-        :func:`jxent.linear_softmax_cross_entropy`.
+      ignore_index, label_smoothing, z_loss, soft_cap, temperature, chunk_size, token_chunk_size, schedule,
+        weight_layout: As in :func:`jxent.linear_softmax_cross_entropy`.
       reduction: ``"none"`` (default), ``"sum"`` or ``"mean"`` (over ``batch_axis_name`` too when given).
       batch_axis_name: Mesh axis the tokens are split over, for ``"sum"``/``"mean"``.
       return_lse: Also return the global log-sum-exp per token.
@@ -276,6 +277,7 @@ def vocab_parallel_linear_softmax_cross_entropy(
         chunk_size=chunk_size,
         token_chunk_size=token_chunk_size,
         schedule=schedule,
+        weight_layout=weight_layout,
         axis_name=axis_name,
         axis_size=_axis_size(axis_name),
     )
@@ -398,21 +400,24 @@ def sharded_linear_softmax_cross_entropy(
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
     schedule: str = "auto",
+    weight_layout: str = "dv",
 ) -> jax.Array:
     """Vocabulary-parallel :func:`jxent.linear_softmax_cross_entropy` on global arrays.
 
-    ``weight [D, V]`` (and ``bias``/``class_weight``) are split along ``V`` over ``vocab_axis``; ``hidden`` is
+    ``weight [D, V]`` (``[V, D]`` with ``weight_layout="vd"``; and ``bias``/``class_weight``) are split along ``V``
+    over ``vocab_axis``; ``hidden`` is
     replicated over it (and optionally split along its first axis over ``batch_axis``). Runs
     :func:`vocab_parallel_linear_softmax_cross_entropy` in :func:`jax.shard_map`; use under ``jit``.
 
     Args:
       hidden: ``[..., D]``.
-      weight: ``[D, V]``; ``V`` must be divisible by the size of ``vocab_axis`` (``ValueError`` otherwise).
+      weight: ``[D, V]`` (or ``[V, D]``, see ``weight_layout``); ``V`` must be divisible by the size of
+        ``vocab_axis`` (``ValueError`` otherwise).
       labels: Integer labels ``[...]``.
       mesh, vocab_axis, batch_axis: As in :func:`sharded_softmax_cross_entropy`.
       bias, class_weight, ignore_index, label_smoothing, z_loss, soft_cap, temperature, reduction, chunk_size,
-        token_chunk_size, schedule: As in :func:`jxent.linear_softmax_cross_entropy` (``chunk_size`` is the block
-        of each device's slice).
+        token_chunk_size, schedule, weight_layout: As in :func:`jxent.linear_softmax_cross_entropy`
+        (``chunk_size`` is the block of each device's slice).
 
     Returns:
       The loss, equal to :func:`jxent.linear_softmax_cross_entropy` on one device.
@@ -420,14 +425,18 @@ def sharded_linear_softmax_cross_entropy(
     hidden = _checks.as_float_array(hidden, "hidden")
     weight = _checks.as_float_array(weight, "weight")
     labels = _checks.as_int_array(labels, "labels")
+    if weight_layout not in _fused.WEIGHT_LAYOUTS:
+        raise ValueError(f"`weight_layout` must be one of {_fused.WEIGHT_LAYOUTS}; got {weight_layout!r}.")
+    v_axis = 1 if weight_layout == "dv" else 0
     if weight.ndim != 2:
-        raise ValueError(f"`weight` must have shape [D, V]; got shape {tuple(weight.shape)}.")
+        expected = "[D, V]" if weight_layout == "dv" else "[V, D]"
+        raise ValueError(f"`weight` must have shape {expected}; got shape {tuple(weight.shape)}.")
     if labels.shape != hidden.shape[:-1]:
         raise ValueError(
             f"`labels` must have shape {tuple(hidden.shape[:-1])} (hidden's shape without D); got shape "
             f"{tuple(labels.shape)}."
         )
-    _check_divides(weight.shape[1], mesh, vocab_axis, "vocabulary size V", "vocab_axis")
+    _check_divides(weight.shape[v_axis], mesh, vocab_axis, "vocabulary size V", "vocab_axis")
     if batch_axis is not None and labels.ndim:
         _check_divides(labels.shape[0], mesh, batch_axis, "first batch dimension", "batch_axis")
     _checks.check_reduction(reduction)
@@ -452,6 +461,7 @@ def sharded_linear_softmax_cross_entropy(
             chunk_size=chunk_size,
             token_chunk_size=token_chunk_size,
             schedule=schedule,
+            weight_layout=weight_layout,
             batch_axis_name=batch_axis,
         )
 
@@ -459,7 +469,7 @@ def sharded_linear_softmax_cross_entropy(
     vspec = PartitionSpec(vocab_axis)
     in_specs = (
         PartitionSpec(*b_spec, None),
-        PartitionSpec(None, vocab_axis),
+        PartitionSpec(None, vocab_axis) if weight_layout == "dv" else PartitionSpec(vocab_axis, None),
         PartitionSpec(*b_spec),
         vspec,
         vspec,

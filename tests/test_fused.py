@@ -280,6 +280,56 @@ def test_tied_embedding_transpose_is_not_materialised(reduction, monkeypatch):
     assert _full_matrix_copies(hlo, d, v) != []
 
 
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_weight_layout_vd_matches_dv(schedule, reduction):
+    h, w, b, y, cw, ct = _data(5)
+    opts, y = _options("everything", cw, y)
+    emb = jnp.asarray(np.asarray(w).T)  # a [V, D] table (a fresh array, not a traced transpose)
+
+    def loss(h, weight, b, layout):
+        out = jxent.linear_softmax_cross_entropy(
+            h, weight, y, bias=b, reduction=reduction, schedule=schedule, weight_layout=layout, **CHUNKS, **opts
+        )
+        return out if reduction == "mean" else jnp.sum(out * ct)
+
+    value, (dh, de, db) = jax.value_and_grad(loss, argnums=(0, 1, 2))(h, emb, b, "vd")
+    ref, (rh, rw, rb) = jax.value_and_grad(loss, argnums=(0, 1, 2))(h, w, b, "dv")
+    assert de.shape == emb.shape
+    chex.assert_trees_all_close((value, dh, de, db), (ref, rh, rw.T, rb), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_weight_layout_vd_makes_no_copy(reduction):
+    n, d, v = 64, 32, 512
+    k = jax.random.split(jax.random.PRNGKey(6), 3)
+    h = jax.random.normal(k[0], (n, d))
+    emb = jax.random.normal(k[1], (v, d)) / 4
+    y = jax.random.randint(k[2], (n,), 0, v)
+
+    def loss(h, emb):
+        out = jxent.linear_softmax_cross_entropy(h, emb, y, reduction=reduction, chunk_size=128, weight_layout="vd")
+        return out if reduction == "mean" else jnp.sum(out * jnp.linspace(0.0, 1.0, n))
+
+    step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    assert _full_matrix_copies(step.lower(h, emb).compile().as_text(), d, v) == []
+    if reduction == "mean":
+        ref = jax.value_and_grad(lambda h, e: _naive(h, e.T, jnp.zeros(v), y, "mean", {}), argnums=(0, 1))(h, emb)
+        chex.assert_trees_all_close(step(h, emb), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_layout_errors():
+    h, w, _, y, _, _ = _data()
+    y = jnp.where(y < 0, 0, y)
+    lce = jxent.linear_softmax_cross_entropy
+    with pytest.raises(ValueError, match="`weight_layout` must be one of"):
+        lce(h, w, y, weight_layout="VD")
+    with pytest.raises(ValueError, match=r"`weight` must have shape \[V, D\].*default layout"):
+        lce(h, w, y, weight_layout="vd")
+    with pytest.raises(ValueError, match=r"`weight` must have shape \[D, V\].*weight_layout='vd'"):
+        lce(h, w.T, y)
+
+
 def test_temp_memory_is_a_fraction_of_naive():
     n, d, v = 4096, 256, 32768
     args = (

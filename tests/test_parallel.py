@@ -101,6 +101,30 @@ def test_sharded_fused_matches_single_device(reduction, mesh_name, request):
         _close(g, n)
 
 
+def test_sharded_fused_weight_layout_vd(mesh_2x4):
+    h, w, b, y, cw, ct = _data(2)
+    emb = jnp.asarray(np.asarray(w).T)
+
+    def par(h, e):
+        return jxent.sharded_linear_softmax_cross_entropy(
+            h, e, y, mesh=mesh_2x4, vocab_axis="vocab", batch_axis="data", bias=b, class_weight=cw,
+            reduction="none", chunk_size=4, token_chunk_size=3, weight_layout="vd", **OPTS,
+        )  # fmt: skip
+
+    def single(h, w):
+        return jxent.linear_softmax_cross_entropy(h, w, y, bias=b, class_weight=cw, reduction="none", **OPTS)
+
+    value, (dh, de) = _vjp(jax.jit(par), (h, emb), "none", ct)
+    ref_value, (rh, rw) = _vjp(single, (h, w), "none", ct)
+    _close(value, ref_value)
+    _close(dh, rh)
+    _close(de, rw.T)
+    with pytest.raises(ValueError, match="vocabulary size V"):
+        jxent.sharded_linear_softmax_cross_entropy(
+            h, emb[:45], y, mesh=mesh_2x4, vocab_axis="vocab", weight_layout="vd"
+        )
+
+
 def test_sharded_inputs_under_jit_keep_their_sharding(mesh_2x4):
     h, w, _, y, _, _ = _data(2)
     y = jnp.where(y < 0, 0, y)
