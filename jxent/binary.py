@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -15,41 +16,157 @@ from jxent.reduction import reduce_loss
 __all__ = ["sigmoid_binary_cross_entropy"]
 
 
-def _add_tangent(tangent: jax.Array, coef: jax.Array, d: Any) -> jax.Array:
+def _add_tangent(tangent: jax.Array | None, coef: jax.Array, d: Any) -> jax.Array | None:
     """``tangent + coef * d``, skipping ``d`` when it is a symbolic zero (an argument not differentiated).
 
     Skipping rather than masking with ``where(d == 0, ...)`` keeps the rule linear in the tangents (so it
     transposes for reverse mode) while an infinite ``coef`` (labels at ``x = ±inf``) cannot turn a zero tangent
-    into NaN.
+    into NaN. ``tangent=None`` stands for zero.
     """
     if isinstance(d, SymbolicZero):
         return tangent
-    return tangent + coef * d
+    term = coef * d.astype(coef.dtype)
+    return term if tangent is None else tangent + term
 
 
-@jax.custom_jvp
-def sigmoid_bce_elementwise(x: jax.Array, y: jax.Array, pos_weight: jax.Array) -> jax.Array:
-    """``-(pw * y * log sigmoid(x) + (1 - y) * log sigmoid(-x))`` with ``0 * inf = 0``."""
-    log_p = jax.nn.log_sigmoid(x)
-    log_not_p = jax.nn.log_sigmoid(-x)
-    pos = jnp.where(y == 0, 0.0, pos_weight * y * log_p)
-    neg = jnp.where(y == 1, 0.0, (1.0 - y) * log_not_p)
-    return 0.0 - (pos + neg)  # +0 rather than -0 where both terms vanish
+# ----------------------------------------------------------------------------------------------------------------
+# Speed. Under `jax.value_and_grad(lambda x, y: jnp.mean(loss(x, y)))`, XLA:CPU turns the reduction into one fused
+# kernel that absorbs only some elementwise operations (arithmetic, max/min, abs, exp, log, log1p, logistic, casts
+# from bfloat16, not from float16) and writes every other operand out as a separate logits-sized array first. Each
+# absorbed operation still costs time (the losses are compute-bound there; `sign` of the clamped logits is slow).
+# Two rules follow:
+#
+# * The loss (the forward value) uses no `where`/`select`/`compare`/`clamp`: its exact limits at ±inf come from
+#   arithmetic (see `bce_parts`).
+# * The gradient shares no operation with the loss, not even a cast or a broadcast constant (XLA merges identical
+#   operations, and an operation used by both gets written out). So the gradient coefficient reads its inputs and
+#   its constants through one `lax.optimization_barrier` (`isolate`), and is then free to use `where`.
+#
+# Derivatives of the gradient coefficients (Hessians, forward mode) come from plain reference formulas through a
+# `custom_jvp`, so they stay exact (at x = 0 too) and finite.
+# ----------------------------------------------------------------------------------------------------------------
 
 
-def _sigmoid_bce_jvp(primals, tangents):
-    x, y, pw = primals
-    dx, dy, dpw = tangents
-    out = sigmoid_bce_elementwise(x, y, pw)
-    tangent = jnp.zeros_like(out)
-    # d/dx: (1 - y) sigmoid(x) - pw y sigmoid(-x); equals sigmoid(x) - y when pw = 1.
-    tangent = _add_tangent(tangent, (1.0 - y) * jax.nn.sigmoid(x) - pw * y * jax.nn.sigmoid(-x), dx)
-    tangent = _add_tangent(tangent, jax.nn.log_sigmoid(-x) - pw * jax.nn.log_sigmoid(x), dy)
-    tangent = _add_tangent(tangent, -y * jax.nn.log_sigmoid(x), dpw)
+def compute_cast(x: jax.Array, dtype: Any) -> jax.Array:
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
+def bce_parts(x: jax.Array, y: jax.Array, pos_weight: jax.Array | None) -> dict[str, jax.Array]:
+    """The loss ``(1 - y) softplus(x) + pw y softplus(-x)`` and its pieces, with no ``select``.
+
+    Exact limits at ``x = ±inf``: ``+inf`` where the label weight on the side that disagrees is positive, else
+    ``+0`` (never NaN from ``0 * inf``). Returns ``loss``, ``v = -x`` clamped to the finite range (``∓max`` at
+    ``±inf``), ``e = exp(-|x|)`` and ``log1p_e = log1p(e)``.
+    """
+    big = jnp.finfo(x.dtype).max
+    # -min(max(x, -big), big) with negations: XLA turns min(max(.)) into a `clamp`, which the fused reduction
+    # does not absorb.
+    v = jnp.maximum(-jnp.maximum(x, -big), -big)
+    e = jnp.exp(-jnp.abs(v))
+    log1p_e = jnp.log1p(e)
+    if pos_weight is None:
+        # (1 - y) max(x, 0) + y max(-x, 0) as one max (valid as the weights sum to 1 >= 0), no cancellation.
+        linear = jnp.maximum(y * v, (y - 1.0) * v)
+        shared = log1p_e
+    else:
+        w_neg, w_pos = 1.0 - y, pos_weight * y
+        linear = w_neg * jnp.maximum(-v, 0.0) + w_pos * jnp.maximum(v, 0.0)
+        shared = (w_neg + w_pos) * log1p_e
+    # At x = ±inf, `linear` is w * max (finite); multiplying by 1 + max makes it +inf for any (normal) w > 0 and
+    # keeps +0 for w = 0. (x + v)^2 is 0 for finite x (a factor of exactly 1) and +inf at ±inf.
+    overflow = x + v
+    loss = linear * (1.0 + jnp.minimum(overflow * overflow, big)) + shared
+    return {"loss": loss, "v": v, "e": e, "log1p_e": log1p_e}
+
+
+def isolate(arrays: Any, constants: tuple[float, ...], dtype: Any) -> tuple[Any, tuple[jax.Array, ...]]:
+    """``arrays`` and scalar ``constants`` (of ``dtype``) through one ``optimization_barrier``.
+
+    Used by every gradient coefficient, so that none of its operations is shared with the loss (see above).
+    """
+    return lax.optimization_barrier((arrays, tuple(jnp.asarray(c, dtype) for c in constants)))
+
+
+def with_reference_derivatives(fast: Callable[..., jax.Array], reference: Callable[..., jax.Array]) -> Any:
+    """``fast`` as a ``custom_jvp`` whose derivatives are those of ``reference`` (the same function, written for
+    autodiff)."""
+    fn = jax.custom_jvp(fast)
+    fn.defjvp(lambda primals, tangents: (fn(*primals), jax.jvp(reference, primals, tangents)[1]))
+    return fn
+
+
+def sigmoid_pieces(x: jax.Array, one: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(x >= 0, sigmoid(-|x|), exp(-|x|))`` for a gradient coefficient (which may use ``where``).
+
+    Use ``sigmoid(-|x|)`` once: a divide read twice (e.g. by both branches of a ``where``) was left unfused.
+    """
+    e = jnp.exp(-jnp.abs(x))
+    return x >= -x, e / (one + e), e
+
+
+def _bce_coefficient_fast(x: jax.Array, y: jax.Array, pos_weight: jax.Array | None = None) -> jax.Array:
+    dtype = _checks.compute_dtype(x.dtype)
+    (x, y, pos_weight), (one,) = isolate((x, y, pos_weight), (1.0,), dtype)
+    x, y = compute_cast(x, dtype), compute_cast(y, dtype)
+    nonneg, small, _ = sigmoid_pieces(x, one)
+    w_neg = one - y
+    w_pos = y if pos_weight is None else pos_weight * y
+    # x >= 0: (1 - y) (1 - s) - pw y s = (1 - y) - (1 - y + pw y) s, with s = sigmoid(-|x|);
+    # x < 0:  (1 - y) s - pw y (1 - s) = (1 - y + pw y) s - pw y. No cancellation where the result is small.
+    total = one if pos_weight is None else w_neg + w_pos
+    return jnp.where(nonneg, w_neg, -w_pos) + jnp.where(nonneg, -total, total) * small
+
+
+def _bce_coefficient_reference(x: jax.Array, y: jax.Array, pos_weight: jax.Array | None = None) -> jax.Array:
+    dtype = _checks.compute_dtype(x.dtype)
+    x, y = compute_cast(x, dtype), compute_cast(y, dtype)
+    w_pos = y if pos_weight is None else pos_weight * y
+    return (1.0 - y) * jax.nn.sigmoid(x) - w_pos * jax.nn.sigmoid(-x)
+
+
+# d BCE / dx = (1 - y) sigmoid(x) - pw y sigmoid(-x) (sigmoid(x) - y when pw = 1), finite everywhere.
+_bce_coefficient = with_reference_derivatives(_bce_coefficient_fast, _bce_coefficient_reference)
+
+
+def _bce_fast(x: jax.Array, y: jax.Array, pos_weight: jax.Array | None = None) -> jax.Array:
+    dtype = _checks.compute_dtype(x.dtype)
+    return bce_parts(compute_cast(x, dtype), compute_cast(y, dtype), pos_weight)["loss"]
+
+
+def _bce_jvp(primals, tangents):
+    x, y, *pw = primals
+    dx, dy, *dpw = tangents
+    pos_weight = pw[0] if pw else None
+    out = _bce_fast(x, y, pos_weight)
+    tangent = None
+    if not isinstance(dx, SymbolicZero):
+        tangent = _add_tangent(tangent, _bce_coefficient(*primals), dx)
+    if not isinstance(dy, SymbolicZero) or (dpw and not isinstance(dpw[0], SymbolicZero)):
+        xf, yf = compute_cast(x, out.dtype), compute_cast(y, out.dtype)
+        pw_f = jnp.ones((), out.dtype) if pos_weight is None else pos_weight
+        tangent = _add_tangent(tangent, jax.nn.log_sigmoid(-xf) - pw_f * jax.nn.log_sigmoid(xf), dy)
+        if dpw:
+            tangent = _add_tangent(tangent, -yf * jax.nn.log_sigmoid(xf), dpw[0])
+    if tangent is None:
+        tangent = jnp.zeros_like(out)
     return out, jnp.broadcast_to(tangent, out.shape)
 
 
-sigmoid_bce_elementwise.defjvp(_sigmoid_bce_jvp, symbolic_zeros=True)
+_bce_unit = jax.custom_jvp(lambda x, y: _bce_fast(x, y))
+_bce_unit.defjvp(_bce_jvp, symbolic_zeros=True)
+_bce_weighted = jax.custom_jvp(lambda x, y, pos_weight: _bce_fast(x, y, pos_weight))
+_bce_weighted.defjvp(_bce_jvp, symbolic_zeros=True)
+
+
+def sigmoid_bce_elementwise(x: jax.Array, y: jax.Array, pos_weight: jax.Array | None = None) -> jax.Array:
+    """``-(pw * y * log sigmoid(x) + (1 - y) * log sigmoid(-x))`` with ``0 * inf = 0`` (``+0`` where it vanishes).
+
+    ``x`` and ``y`` (floating, of one shape) may be 16-bit: they are cast to the compute dtype inside, separately
+    for the loss and the gradient (see the speed notes above). ``pos_weight=None`` means 1.
+    """
+    if pos_weight is None:
+        return _bce_unit(x, y)
+    return _bce_weighted(x, y, pos_weight)
 
 
 def smooth_binary(labels: jax.Array, label_smoothing: Any) -> jax.Array:
@@ -58,6 +175,14 @@ def smooth_binary(labels: jax.Array, label_smoothing: Any) -> jax.Array:
         return labels
     eps = lax.stop_gradient(jnp.asarray(label_smoothing, labels.dtype))
     return labels * (1.0 - eps) + 0.5 * eps
+
+
+def labels_for(labels: jax.Array, dtype: Any, label_smoothing: Any = 0.0) -> jax.Array:
+    """Labels for the elementwise losses: floating labels stay in their dtype (cast inside, see the speed notes)
+    unless smoothed; others are cast to ``dtype``."""
+    if jnp.issubdtype(labels.dtype, jnp.floating) and _checks.concrete_value(label_smoothing) == 0.0:
+        return labels
+    return smooth_binary(labels.astype(dtype), label_smoothing)
 
 
 def apply_mask_and_reduce(
@@ -124,12 +249,11 @@ def sigmoid_binary_cross_entropy(
     dtype = _checks.compute_dtype(logits.dtype)
     labels = jnp.asarray(labels)
     _checks.check_broadcastable(logits.shape, labels, "labels")
-    x = logits.astype(dtype)
-    y = smooth_binary(labels.astype(dtype), label_smoothing)
-    pw = jnp.ones((), dtype)
+    y = labels_for(labels, dtype, label_smoothing)
+    pw = None
     if pos_weight is not None:
         pw = _checks.as_float_array(pos_weight, "pos_weight").astype(dtype)
         _checks.check_broadcastable(logits.shape, pw, "pos_weight")
-    x, y = jnp.broadcast_arrays(x, y)
+    x, y = jnp.broadcast_arrays(logits, y)
     losses = sigmoid_bce_elementwise(x, y, pw)
     return apply_mask_and_reduce(losses, weight=weight, where=where, reduction=reduction)

@@ -17,7 +17,7 @@ and ``reduction="mean"`` divides the summed losses by :math:`\\sum_i w_{y_i}` ov
 probability label :math:`t`, :math:`q_c = w_c\\,((1-\\varepsilon) t_c + \\varepsilon / K)` and ``"mean"`` divides by the
 number of examples that count (torch's rule for probability targets).
 
-The gradient comes from the closed-form ``custom_jvp`` of :func:`jxent.log_softmax`, so it is exactly
+The gradient comes from closed-form ``custom_jvp`` rules (as in :mod:`jxent.softmax`), so it is exactly
 ``(sum(q) + 2 z_loss lse) * softmax(z) - q`` with no NaN at ``-inf`` logits.
 """
 
@@ -28,10 +28,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from jxent import _axes, _checks
 from jxent.reduction import reduce_loss
-from jxent.softmax import log_softmax_last, logsumexp_last, normalizer, softmax_last
+from jxent.softmax import Normalizer, logsumexp_last, normalizer, softmax_last
 from jxent.softmax import soft_cap as _soft_cap
 
 __all__ = [
@@ -212,14 +213,17 @@ def integer_targets(
     return Targets(q, counted, example_weight)
 
 
-def probability_targets(
+def _probability_weights(
     rows: Rows,
     labels: jax.Array,
     *,
     class_weight: jax.Array | None,
     label_smoothing: Any,
-) -> Targets:
-    """Target weights for probability labels ``t``: ``w * ((1 - eps) t + eps / K)`` on present classes."""
+) -> tuple[jax.Array, jax.Array]:
+    """``(q, counted)``: ``w * ((1 - eps) t + eps / K)`` on present classes, not yet zeroed on rows that do not count.
+
+    Without smoothing, class weights or a ``where`` mask, ``q`` is ``t`` itself (no pass over ``[..., V]``).
+    """
     present, counted = _counted_rows(rows)
     dtype = rows.z.dtype
     t = labels.astype(dtype)
@@ -231,8 +235,20 @@ def probability_targets(
         t = t * class_weight
     if rows.class_mask is not None:
         t = jnp.where(rows.class_mask, t, 0.0)  # optax: masked classes are left out of the sum
+    return t, counted
+
+
+def probability_targets(
+    rows: Rows,
+    labels: jax.Array,
+    *,
+    class_weight: jax.Array | None,
+    label_smoothing: Any,
+) -> Targets:
+    """Target weights for probability labels ``t``: ``w * ((1 - eps) t + eps / K)`` on present classes."""
+    t, counted = _probability_weights(rows, labels, class_weight=class_weight, label_smoothing=label_smoothing)
     q = jnp.where(counted[..., None], t, 0.0)
-    return Targets(q, counted, counted.astype(dtype))
+    return Targets(q, counted, counted.astype(rows.z.dtype))
 
 
 def is_index_labels(labels: jax.Array, rows: Rows) -> bool:
@@ -258,45 +274,139 @@ def make_targets(
             label_smoothing=label_smoothing,
             ignore_index=ignore_index,
         )
+    labels = probability_labels(rows, labels, ignore_index=ignore_index)
+    return probability_targets(rows, labels, class_weight=class_weight, label_smoothing=label_smoothing)
+
+
+def probability_labels(rows: Rows, labels: jax.Array, *, ignore_index: int | None) -> jax.Array:
+    """Checks probability labels and lays them out like ``rows.z`` (``[batch..., V]``)."""
     if ignore_index is not None:
         raise ValueError("`ignore_index` applies to integer labels only; mask probability labels with `where`.")
     if not (jnp.issubdtype(labels.dtype, jnp.floating) or jnp.issubdtype(labels.dtype, jnp.integer)):
         raise TypeError(f"`labels` must be numeric; got dtype {labels.dtype}.")
     _checks.check_broadcastable(rows.shape, labels, "labels")
-    labels = rows.layout.to_last(jnp.broadcast_to(labels, rows.shape))
-    return probability_targets(rows, labels, class_weight=class_weight, label_smoothing=label_smoothing)
+    return rows.layout.to_last(jnp.broadcast_to(labels, rows.shape))
 
 
-# The two kernels below are only ever differentiated through their JVP rules, so their bodies guard values
-# (0 * log 0 = 0) but need no gradient-safe tricks.
+# Dense (probability-label) kernel. On CPU, XLA lowers plain reductions to YNNPACK fusions, which absorb only
+# arithmetic producers (add, mul, min, max, exp, log, ...): a select or comparison inside a reduced expression makes
+# XLA write its operands out as separate ``[..., V]`` arrays. So the normaliser is a select-free sum, and the guarded
+# sum ``-sum(q log p)`` (0 log 0 = 0, +inf logits) is one two-output reduction, which XLA emits itself with the
+# selects fused, together with ``sum(q)``. A forward and backward pass then reads ``z`` four times (maximum,
+# normaliser, loss, gradient) and ``q`` twice, and writes the gradient once.
+
+_UNDERFLOW = 1000.0  # exp(-1000) is 0 in float32 and float64
+
+
+def _sum_pair(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(sum(a), sum(b))`` over the last axis in one pass (a variadic reduction, so its inputs may hold selects)."""
+    zero = jnp.zeros((), a.dtype)
+    return lax.reduce((a, b), (zero, zero), lambda x, y: (x[0] + y[0], x[1] + y[1]), (a.ndim - 1,))
+
+
+def _dense_statistics(z: jax.Array) -> tuple[Normalizer, jax.Array]:
+    """Row statistics of ``z`` and ``total = sum(exp(shift(z)))`` ``[..., 1]`` (1 where no class is present)."""
+    m = lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    finite, pos_inf = jnp.isfinite(m), m == jnp.inf
+    # sum(exp(shift(z))) without a select: exp(min(z - offset, d) - d) is exp(z - m) in a row with a finite maximum
+    # (offset = m, d = 0) and, in a row with a +inf entry (offset = float max, d = 1000), 1 at the +inf entries and
+    # exp(<= -1000) = 0 elsewhere; 0 in a row with no class present, NaN in a NaN row.
+    big = jnp.finfo(z.dtype).max
+    offset = jnp.where(pos_inf, big, jnp.where(finite, m, 0.0)).astype(z.dtype)
+    d = jnp.where(pos_inf, _UNDERFLOW, 0.0).astype(z.dtype)
+    total = jnp.sum(jnp.exp(jnp.minimum(z - offset, d) - d), axis=-1, keepdims=True)
+    present = total != 0
+    total = jnp.where(present, total, 1.0)
+    return Normalizer(m, finite, pos_inf, jnp.log(total), present), total
 
 
 @jax.custom_jvp
-def _dense_kernel(z: jax.Array, q: jax.Array, lam: jax.Array | None, counted: jax.Array) -> jax.Array:
-    """``-sum(q * log_softmax(z)) + lam * lse(z)**2`` per row (0 where not ``counted``), ``0 * log 0 = 0``."""
-    stats, _, _ = normalizer(z)
-    log_p = stats.log_prob(z)
-    loss = 0.0 - jnp.sum(jnp.where(q == 0, 0.0, q * log_p), axis=-1)
+def _probs(z: jax.Array, stats: Normalizer, total: jax.Array) -> jax.Array:
+    """``softmax(z)`` from its row statistics; the derivative is the closed form in ``z`` (the statistics are
+    functions of ``z``, their tangents are not used)."""
+    return jnp.exp(stats.shift(z)) / total
+
+
+@_probs.defjvp
+def _probs_jvp(primals, tangents):
+    z, stats, total = primals
+    p = _probs(z, stats, total)
+    pdz = jnp.where(p == 0, 0.0, p * tangents[0])
+    return p, pdz - p * jnp.sum(pdz, axis=-1, keepdims=True)
+
+
+@jax.custom_jvp
+def _log_probs(z: jax.Array, stats: Normalizer, total: jax.Array) -> jax.Array:
+    """``log_softmax(z)`` from its row statistics, with the closed-form derivative in ``z`` (0 at ``-inf``)."""
+    return stats.log_prob(z)
+
+
+@_log_probs.defjvp
+def _log_probs_jvp(primals, tangents):
+    z, stats, total = primals
+    p = _probs(z, stats, total)
+    log_p = _log_probs(z, stats, total)
+    mean_dz = jnp.sum(jnp.where(p == 0, 0.0, p * tangents[0]), axis=-1, keepdims=True)
+    return log_p, jnp.where(log_p == -jnp.inf, 0.0, tangents[0] - mean_dz)
+
+
+@jax.custom_jvp
+def _with_lse_derivative(z: jax.Array, stats: Normalizer, total: jax.Array) -> jax.Array:
+    """``stats.lse`` with the derivative ``softmax(z) . dz``."""
+    return stats.lse
+
+
+@_with_lse_derivative.defjvp
+def _with_lse_derivative_jvp(primals, tangents):
+    z, stats, total = primals
+    p = _probs(z, stats, total)
+    return stats.lse, jnp.sum(jnp.where(p == 0, 0.0, p * tangents[0]), axis=-1, keepdims=True)
+
+
+@jax.custom_jvp
+def _dense_pair(z: jax.Array, q: jax.Array, lam: jax.Array | None, counted: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(loss, sum(q))`` per row; see :func:`_dense_kernel`. ``sum(q)`` comes out of the loss's reduction."""
+    stats, _ = _dense_statistics(z)
+    q_log_p, q_sum = _sum_pair(jnp.where(q == 0, 0.0, q * stats.log_prob(z)), q)
+    loss = 0.0 - q_log_p
     if lam is not None:
         loss = loss + lam * jnp.square(stats.lse[..., 0])  # rows that do not count are zeroed below
-    return jnp.where(counted, loss, 0.0)
+    return jnp.where(counted, loss, 0.0), q_sum
 
 
-@_dense_kernel.defjvp
-def _dense_kernel_jvp(primals, tangents):
+def _dense_pair_jvp(primals, tangents):
     z, q, lam, counted = primals
     dz, dq = tangents[0], tangents[1]
-    loss = _dense_kernel(z, q, lam, counted)
-    c = jnp.sum(q, axis=-1)
-    if lam is not None:
-        lse = logsumexp_last(z)
-        c = c + 2.0 * lam * jnp.where(counted & jnp.isfinite(lse), lse, 0.0)
-    g = c[..., None] * softmax_last(z) - q  # d loss / d z
-    tangent = jnp.sum(g * dz, axis=-1)
-    # d loss / d q = -log p; taken as 0 at absent classes (log p = -inf), keeping the tangent linear in dq.
-    log_p = log_softmax_last(z)
-    tangent = tangent - jnp.sum(jnp.where(log_p == -jnp.inf, 0.0, log_p) * dq, axis=-1)
-    return loss, tangent
+    loss, q_sum = _dense_pair(z, q, lam, counted)
+    stats, total = _dense_statistics(z)  # computed by the line above too: XLA computes them once
+    tangent = jnp.zeros_like(loss)
+    q_sum_tangent = jnp.zeros_like(q_sum)
+    if not isinstance(dz, SymbolicZero):
+        # d loss / d z = (sum(q) + 2 lam lse) softmax(z) - q on rows that count, 0 elsewhere.
+        c = jnp.where(counted, q_sum, 0.0)
+        if lam is not None:
+            lse = _with_lse_derivative(z, stats, total)[..., 0]
+            c = c + 2.0 * lam * jnp.where(counted & jnp.isfinite(lse), lse, 0.0)
+        g = c[..., None] * _probs(z, stats, total) - jnp.where(counted[..., None], q, 0.0)
+        tangent = tangent + jnp.sum(g * dz, axis=-1)
+    if not isinstance(dq, SymbolicZero):
+        # d loss / d q = -log p; taken as 0 at absent classes (log p = -inf), keeping the tangent linear in dq.
+        log_p = jnp.where(counted[..., None], _log_probs(z, stats, total), -jnp.inf)
+        tangent = tangent - jnp.sum(jnp.where(log_p == -jnp.inf, 0.0, log_p) * dq, axis=-1)
+        q_sum_tangent = jnp.sum(dq, axis=-1)
+    return (loss, q_sum), (tangent, q_sum_tangent)
+
+
+_dense_pair.defjvp(_dense_pair_jvp, symbolic_zeros=True)
+
+
+def _dense_kernel(z: jax.Array, q: jax.Array, lam: jax.Array | None, counted: jax.Array) -> jax.Array:
+    """``-sum(q * log_softmax(z)) + lam * lse(z)**2`` per row (0 where not ``counted``), ``0 * log 0 = 0``.
+
+    Rows that do not count give 0 with a zero gradient whatever (finite) ``q`` holds there. Gradient w.r.t. ``z``:
+    ``(sum(q) + 2 lam lse) softmax(z) - q``; w.r.t. ``q``: ``-log_softmax(z)`` (0 at absent classes).
+    """
+    return _dense_pair(z, q, lam, counted)[0]
 
 
 def row_losses(z: jax.Array, targets: Targets, *, z_loss: Any = 0.0) -> jax.Array:
@@ -527,12 +637,18 @@ def softmax_cross_entropy(
     if is_index_labels(labels, rows) and axis is None:
         raise ValueError("Integer labels need a class `axis`; got axis=None.")
     class_weight = _class_weight(weight, rows.z.shape[-1], rows.z.dtype)
-    targets = make_targets(
-        rows,
-        labels,
-        class_weight=class_weight,
-        label_smoothing=label_smoothing,
-        ignore_index=ignore_index,
-    )
-    losses = row_losses(rows.z, targets, z_loss=z_loss)
-    return reduce_loss(losses, weights=targets.example_weight, reduction=reduction)
+    if is_index_labels(labels, rows):
+        targets = make_targets(
+            rows,
+            labels,
+            class_weight=class_weight,
+            label_smoothing=label_smoothing,
+            ignore_index=ignore_index,
+        )
+        losses = row_losses(rows.z, targets, z_loss=z_loss)
+        return reduce_loss(losses, weights=targets.example_weight, reduction=reduction)
+    labels = probability_labels(rows, labels, ignore_index=ignore_index)
+    q, counted = _probability_weights(rows, labels, class_weight=class_weight, label_smoothing=label_smoothing)
+    lam = None if is_zero(z_loss) else lax.stop_gradient(jnp.asarray(z_loss, rows.z.dtype))
+    losses = _dense_kernel(rows.z, q, lam, counted)  # zeroes the rows that do not count, whatever q holds there
+    return reduce_loss(losses, weights=counted.astype(rows.z.dtype), reduction=reduction)

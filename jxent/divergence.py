@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 from jax.scipy.special import xlogy
 
 from jxent import _axes, _checks
@@ -46,6 +47,73 @@ def _cross_term(t: jax.Array, log_q: jax.Array) -> jax.Array:
     return t * safe_log_q
 
 
+def _kl_elementwise(log_q: jax.Array, t: jax.Array) -> jax.Array:
+    """``t (log t - log q)`` with ``0 log 0 = 0`` and ``0 * (-inf) = 0`` (the reference form, with selects)."""
+    return xlogy(t, t) - _cross_term(t, log_q)
+
+
+def _kl_sum_select_free(log_q: jax.Array, t: jax.Array) -> jax.Array:
+    """``sum(_kl_elementwise(log_q, t))`` over the last axis, in arithmetic only.
+
+    On CPU, XLA lowers reductions to YNNPACK fusions, which absorb only arithmetic producers: a select or comparison
+    inside the reduced expression makes XLA write its operands out as separate arrays. With ``big`` the float
+    maximum, ``max(log t, -big)`` and ``x = max(log q, -big)`` are the logarithms themselves where finite and ``-big``
+    at 0, so ``t * max(log t, -big)`` is ``xlogy(t, t)`` and ``t * x`` is 0 wherever ``t = 0``. ``k`` is exactly 1
+    where ``log q > -inf`` (``min(log q, -big) + big = 0``) and ``big`` where ``log q = -inf``, where ``t * x * k * k``
+    overflows to ``-inf`` for every ``t > 0`` (even subnormal): the divergence is ``+inf``, as it should be.
+    """
+    big = jnp.finfo(t.dtype).max
+    x = jnp.maximum(log_q, -big)
+    k = 1.0 - jnp.maximum(jnp.minimum(log_q, -big) + big, -big)
+    return jnp.sum(t * jnp.maximum(jnp.log(t), -big) - t * x * k * k, axis=-1)
+
+
+@jax.custom_jvp
+def _lq_coefficient(t: jax.Array, log_q: jax.Array) -> jax.Array:
+    """``-d KL / d log q = t``: the value is ``t``; its derivative in ``t`` is taken as 0 where ``t = 0`` and
+    ``log q = -inf`` (as for :func:`_kl_elementwise`)."""
+    return t
+
+
+@_lq_coefficient.defjvp
+def _lq_coefficient_jvp(primals, tangents):
+    t, log_q = primals
+    return t, jnp.where((t == 0) & (log_q == -jnp.inf), 0.0, tangents[0])
+
+
+@jax.custom_jvp
+def _kl_rows(log_q: jax.Array, t: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """``sum(_kl_elementwise(log_q, t))`` over the last axis (``mask=False`` entries left out), same derivatives.
+
+    Without a mask the value is one select-free pass (:func:`_kl_sum_select_free`) and the gradient w.r.t.
+    ``log_q`` is ``-t``, one pass more: a forward and backward pass reads ``log_q`` once and ``t`` twice.
+    """
+    if mask is None:
+        return _kl_sum_select_free(log_q, t)
+    return jnp.sum(jnp.where(mask, _kl_elementwise(log_q, t), 0.0), axis=-1)
+
+
+def _kl_rows_jvp(primals, tangents):
+    log_q, t, mask = primals
+    d_log_q, dt = tangents[0], tangents[1]
+    out = _kl_rows(log_q, t, mask)
+    tangent = jnp.zeros_like(out)
+    if not isinstance(d_log_q, SymbolicZero):
+        elementwise = -_lq_coefficient(t, log_q) * d_log_q
+        if mask is not None:
+            elementwise = jnp.where(mask, elementwise, 0.0)
+        tangent = tangent + jnp.sum(elementwise, axis=-1)
+    if not isinstance(dt, SymbolicZero):
+        elementwise = jax.jvp(lambda t_: _kl_elementwise(log_q, t_), (t,), (dt,))[1]
+        if mask is not None:
+            elementwise = jnp.where(mask, elementwise, 0.0)
+        tangent = tangent + jnp.sum(elementwise, axis=-1)
+    return out, tangent
+
+
+_kl_rows.defjvp(_kl_rows_jvp, symbolic_zeros=True)
+
+
 def kl_divergence(
     log_predictions: Any,
     targets: Any,
@@ -72,7 +140,10 @@ def kl_divergence(
     """
     _checks.check_reduction(reduction)
     log_q, t, layout, mask = _prepare(log_predictions, targets, "log_predictions", "targets", axis, where)
-    return _sum_classes(xlogy(t, t) - _cross_term(t, log_q), layout, mask, reduction)
+    mask_last = None if mask is None else layout.to_last(mask)
+    per_example = _kl_rows(layout.to_last(log_q), layout.to_last(t), mask_last)
+    weights = None if mask_last is None else jnp.any(mask_last, axis=-1)
+    return reduce_loss(per_example, weights=weights, reduction=reduction)
 
 
 def kl_divergence_with_log_targets(

@@ -8,6 +8,7 @@ infinite derivative at :math:`p_t = 1`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -16,7 +17,15 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from jxent import _checks
-from jxent.binary import apply_mask_and_reduce, sigmoid_bce_elementwise
+from jxent.binary import (
+    apply_mask_and_reduce,
+    bce_parts,
+    compute_cast,
+    isolate,
+    labels_for,
+    sigmoid_bce_elementwise,
+    with_reference_derivatives,
+)
 from jxent.cross_entropy import (
     _class_weight,
     check_options,
@@ -50,6 +59,14 @@ def _check_gamma_alpha(gamma: Any, alpha: Any) -> None:
         _checks.check_scalar_range(alpha, "alpha", low=0.0, high=1.0)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Sigmoid focal loss. The reference formulas (log space, `where`) define the derivatives of every order; the fast
+# ones give the loss and the gradient, following the speed rules in jxent/binary.py: the loss without
+# `select`, the gradient through `isolate`. gamma is a stop-gradient array; `power` is gamma when it is a small
+# integer known at trace time (then (1 - p_t)^gamma is a product, with no log/exp).
+# ----------------------------------------------------------------------------------------------------------------
+
+
 def _log_one_minus_pt(x: jax.Array, y: jax.Array) -> jax.Array:
     """``log(1 - p_t) = log(y sigmoid(-x) + (1 - y) sigmoid(x))``, each term in log space and floored."""
     log_y = jnp.where(y > 0, jnp.log(jnp.where(y > 0, y, 1.0)), -jnp.inf)
@@ -57,40 +74,123 @@ def _log_one_minus_pt(x: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.logaddexp(_floor(log_y + jax.nn.log_sigmoid(-x)), _floor(log_1my + jax.nn.log_sigmoid(x)))
 
 
-def _focal_value(x: jax.Array, y: jax.Array, gamma: jax.Array) -> jax.Array:
-    return sigmoid_bce_elementwise(x, y, jnp.ones((), x.dtype)) * _modulating_factor(_log_one_minus_pt(x, y), gamma)
+def _alpha_t(alpha: jax.Array, y: jax.Array, one: Any = 1.0) -> jax.Array:
+    return alpha * y + (one - alpha) * (one - y)
 
 
-@jax.custom_jvp
-def _focal_elementwise(x: jax.Array, y: jax.Array, gamma: jax.Array) -> jax.Array:
-    """``(1 - p_t)**gamma * BCE(x, y)`` elementwise (no alpha)."""
-    return _focal_value(x, y, gamma)
+def _cast_all(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    dtype = _checks.compute_dtype(x.dtype)
+    return compute_cast(x, dtype), compute_cast(y, dtype)
 
 
-def _focal_elementwise_jvp(primals, tangents):
-    x, y, gamma = primals
-    dx, dy, dgamma = tangents
-    out = _focal_elementwise(x, y, gamma)
-    tangent = jnp.zeros_like(out)
-    if not isinstance(dx, SymbolicZero):
-        # d/dx = (1 - p_t)^g [(p - y) + g (1 - 2y) p (1 - p) / (1 - p_t) * BCE]; the second term -> 0 as |x| -> inf,
-        # where the autodiff product would be 0 * inf.
-        bce = sigmoid_bce_elementwise(x, y, jnp.ones((), x.dtype))
-        log_one_minus_pt = _log_one_minus_pt(x, y)
-        log_pq = jax.nn.log_sigmoid(x) + jax.nn.log_sigmoid(-x)
-        ratio = jnp.exp(jnp.where(log_pq == -jnp.inf, -jnp.inf, log_pq - log_one_minus_pt))
-        focus = jnp.where(ratio == 0, 0.0, gamma * (1.0 - 2.0 * y) * ratio * bce)
-        grad_x = _modulating_factor(log_one_minus_pt, gamma) * (jax.nn.sigmoid(x) - y + focus)
-        tangent = tangent + grad_x * dx
-    if not (isinstance(dy, SymbolicZero) and isinstance(dgamma, SymbolicZero)):
-        zeros = jnp.zeros_like(x)
-        dy = jnp.zeros_like(y) if isinstance(dy, SymbolicZero) else dy
-        dgamma = jnp.zeros_like(gamma) if isinstance(dgamma, SymbolicZero) else dgamma
-        tangent = tangent + jax.jvp(_focal_value, (x, y, gamma), (zeros, dy, dgamma))[1]
-    return out, tangent
+def _focal_value_reference(x: jax.Array, y: jax.Array, gamma: jax.Array, alpha: jax.Array, has_alpha: bool) -> Any:
+    x, y = _cast_all(x, y)
+    out = sigmoid_bce_elementwise(x, y) * _modulating_factor(_log_one_minus_pt(x, y), gamma)
+    return _alpha_t(alpha, y) * out if has_alpha else out
 
 
-_focal_elementwise.defjvp(_focal_elementwise_jvp, symbolic_zeros=True)
+def _focal_coefficient_reference(
+    x: jax.Array, y: jax.Array, gamma: jax.Array, alpha: jax.Array, has_alpha: bool
+) -> jax.Array:
+    """d/dx = (1 - p_t)^g [(p - y) + g (1 - 2y) p (1 - p) / (1 - p_t) * BCE]; the second term -> 0 as |x| -> inf,
+    where the autodiff product would be 0 * inf."""
+    x, y = _cast_all(x, y)
+    bce = sigmoid_bce_elementwise(x, y)
+    log_one_minus_pt = _log_one_minus_pt(x, y)
+    log_pq = jax.nn.log_sigmoid(x) + jax.nn.log_sigmoid(-x)
+    ratio = jnp.exp(jnp.where(log_pq == -jnp.inf, -jnp.inf, log_pq - log_one_minus_pt))
+    focus = jnp.where(ratio == 0, 0.0, gamma * (1.0 - 2.0 * y) * ratio * bce)
+    out = _modulating_factor(log_one_minus_pt, gamma) * (jax.nn.sigmoid(x) - y + focus)
+    return _alpha_t(alpha, y) * out if has_alpha else out
+
+
+def _focal_value_fast(
+    x: jax.Array, y: jax.Array, gamma: jax.Array, alpha: jax.Array, power: int | None, has_alpha: bool
+) -> jax.Array:
+    """``alpha_t (1 - p_t)^gamma BCE`` with no ``select`` (see jxent/binary.py)."""
+    x, y = _cast_all(x, y)
+    parts = bce_parts(x, y, None)
+    # 1 - p_t = y sigmoid(-x) + (1 - y) sigmoid(x), both terms with full relative accuracy. (Not from `parts`:
+    # the fused reduction is slow on `sign` of the clamped logits.)
+    one_minus_pt = y * jax.nn.sigmoid(-x) + (1.0 - y) * jax.nn.sigmoid(x)
+    if power is not None:
+        factor = lax.integer_pow(one_minus_pt, power)
+    else:
+        factor = jnp.exp(gamma * jnp.maximum(jnp.log(one_minus_pt), _LOG_FLOOR))
+    out = parts["loss"] * factor
+    return ((1.0 - alpha) + (2.0 * alpha - 1.0) * y) * out if has_alpha else out
+
+
+def _focal_coefficient_fast(
+    x: jax.Array, y: jax.Array, gamma: jax.Array, alpha: jax.Array, power: int | None, has_alpha: bool
+) -> jax.Array:
+    """The gradient coefficient (the reference's formula, with ``where``, on isolated inputs)."""
+    dtype = _checks.compute_dtype(x.dtype)
+    (x, y, gamma, alpha), (one, zero, floor) = isolate((x, y, gamma, alpha), (1.0, 0.0, _LOG_FLOOR), dtype)
+    x, y = compute_cast(x, dtype), compute_cast(y, dtype)
+    e = jnp.exp(-jnp.abs(x))
+    denominator = one + e  # R: sigmoid(|x|) = 1 / R, sigmoid(-|x|) = e / R
+    nonneg = x >= -x
+    not_y = one - y
+    c = jnp.where(nonneg, not_y, y)
+    d = jnp.where(nonneg, y, not_y)
+    scaled = c + d * e  # (1 - p_t) R
+    # (p - y) R = (1 - y) - y e for x >= 0, (1 - y) e - y for x < 0.
+    p_minus_y = jnp.where(nonneg, one, -one) * (c - d * e)
+    live = e > zero  # p (1 - p) = e / R^2 > 0: finite x, where the BCE below is finite
+    bce = jnp.where(nonneg, not_y, -y) * jnp.where(live, x, zero) + jnp.log1p(e)
+    slope = gamma * (not_y - y) * e * bce  # g (1 - 2y) p (1 - p) R^2 BCE
+    if power is not None:
+        # (1-p_t)^n (p-y) + n (1-2y) (1-p_t)^(n-1) p (1-p) BCE, over R^(n+1).
+        grad = lax.integer_pow(scaled, power - 1) * (scaled * p_minus_y + slope)
+        grad = grad * lax.integer_pow(one / denominator, power + 1)
+    else:
+        # (1-p_t)^g [(p-y) + g (1-2y) p (1-p) / (1-p_t) BCE]; p (1-p) / (1-p_t) = e / (R (1-p_t) R).
+        factor = jnp.exp(gamma * jnp.maximum(jnp.log(scaled) - jnp.log1p(e), floor))
+        grad = factor / denominator * (p_minus_y + jnp.where(live, slope / scaled, zero))
+    return _alpha_t(alpha, y, one) * grad if has_alpha else grad
+
+
+@functools.cache
+def _sigmoid_focal_elementwise(power: int | None, has_alpha: bool) -> Any:
+    """``f(x, y, gamma, alpha) = alpha_t (1 - p_t)^gamma BCE(x, y)`` elementwise, as a ``custom_jvp``."""
+    coefficient = with_reference_derivatives(
+        functools.partial(_focal_coefficient_fast, power=power, has_alpha=has_alpha),
+        functools.partial(_focal_coefficient_reference, has_alpha=has_alpha),
+    )
+    reference = functools.partial(_focal_value_reference, has_alpha=has_alpha)
+
+    @jax.custom_jvp
+    def focal(x, y, gamma, alpha):
+        return _focal_value_fast(x, y, gamma, alpha, power=power, has_alpha=has_alpha)
+
+    def focal_jvp(primals, tangents):
+        x = primals[0]
+        dx, *others = tangents
+        out = focal(*primals)
+        tangent = None
+        if not isinstance(dx, SymbolicZero):
+            tangent = coefficient(*primals) * dx.astype(out.dtype)
+        if not all(isinstance(t, SymbolicZero) for t in others):
+            others = [
+                jnp.zeros_like(p) if isinstance(t, SymbolicZero) else t
+                for p, t in zip(primals[1:], others, strict=True)
+            ]
+            term = jax.jvp(reference, primals, (jnp.zeros_like(x), *others))[1]
+            tangent = term if tangent is None else tangent + term
+        if tangent is None:
+            tangent = jnp.zeros_like(out)
+        return out, jnp.broadcast_to(tangent, out.shape)
+
+    focal.defjvp(focal_jvp, symbolic_zeros=True)
+    return focal
+
+
+def _integer_power(gamma: Any) -> int | None:
+    g = _checks.concrete_value(gamma)
+    if g is not None and g.is_integer() and 1 <= g <= 8:
+        return int(g)
+    return None
 
 
 def sigmoid_focal_loss(
@@ -134,14 +234,15 @@ def sigmoid_focal_loss(
     labels = jnp.asarray(labels)
     _checks.check_broadcastable(logits.shape, labels, "labels")
     dtype = _checks.compute_dtype(logits.dtype)
-    x, y = jnp.broadcast_arrays(logits.astype(dtype), labels.astype(dtype))
+    x, y = jnp.broadcast_arrays(logits, labels_for(labels, dtype))
     if is_zero(gamma):
-        losses = sigmoid_bce_elementwise(x, y, jnp.ones((), dtype))
+        losses = sigmoid_bce_elementwise(x, y)
+        if alpha is not None:
+            losses = _alpha_t(jnp.asarray(alpha, dtype), compute_cast(y, dtype)) * losses
     else:
-        losses = _focal_elementwise(x, y, lax.stop_gradient(jnp.asarray(gamma, dtype)))
-    if alpha is not None:
-        a = jnp.asarray(alpha, dtype)
-        losses = (a * y + (1.0 - a) * (1.0 - y)) * losses
+        a = jnp.zeros((), dtype) if alpha is None else jnp.asarray(alpha, dtype)
+        focal = _sigmoid_focal_elementwise(_integer_power(gamma), alpha is not None)
+        losses = focal(x, y, lax.stop_gradient(jnp.asarray(gamma, dtype)), a)
     return apply_mask_and_reduce(losses, weight=weight, where=where, reduction=reduction)
 
 

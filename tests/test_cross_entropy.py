@@ -324,3 +324,23 @@ def test_argument_errors():
         ce_int(logits, jnp.zeros((3,), jnp.int32), ignore_index=1.5)
     with pytest.raises(ValueError, match="labels"):
         ce(logits, jnp.full((2, 4), 0.25))
+
+
+def test_probability_labels_special_rows_exact():
+    """The select-free kernel keeps the guarded values: a subnormal target on an absent class gives +inf, zero
+    targets there give the loss over the present classes, a logit equal to the float maximum in a row with a +inf
+    entry has probability 0, and a row with no present class gives 0 with a zero gradient."""
+    big, tiny = np.finfo(np.float32).max, np.finfo(np.float32).tiny
+    z = jnp.array(
+        [[0.0, -np.inf, 1.0], [0.0, -np.inf, 1.0], [np.inf, big, 0.0], [np.inf, big, 0.0], [-np.inf] * 3],
+        jnp.float32,
+    )
+    t = jnp.array([[1, 0, 0], [1, tiny, 0], [1, 0, 0], [1 - tiny, tiny, 0], [0.5, 0.5, 0]], jnp.float32)
+    loss, grad = jax.jit(jax.value_and_grad(lambda z: ce(z, t)[jnp.array([0, 2, 4])].sum()))(z)
+    values = jcall(ce, z, t)
+    np.testing.assert_allclose(np.asarray(values)[[0, 2, 4]], [np.log1p(np.e), 0.0, 0.0], rtol=1e-6)
+    assert values[1] == np.inf and values[3] == np.inf
+    np.testing.assert_allclose(loss, np.log1p(np.e), rtol=1e-6)
+    p = 1.0 / (1.0 + np.e)
+    np.testing.assert_allclose(grad, [[p - 1, 0, 1 - p], [0] * 3, [0] * 3, [0] * 3, [0] * 3], atol=1e-7)
+    assert jcall(ce, z, t, reduction="mean") == np.inf  # row 4 does not count; rows 1 and 3 are +inf

@@ -135,3 +135,15 @@ def test_argument_errors():
         kl(a, jnp.zeros((4, 3)))
     with pytest.raises(ValueError, match="reduction"):
         jxent.entropy(a, reduction="batchmean")
+
+
+def test_kl_absent_predictions_exact():
+    """0 log 0 = 0 and 0 * (-inf) = 0 without selects: any positive target (even the smallest normal one) on a -inf
+    log-prediction gives +inf, a zero target there gives 0; the gradient w.r.t. the log-predictions is -t."""
+    log_q = jnp.log(jnp.array([[0.0, 0.5, 0.5], [0.0, 0.5, 0.5], [0.25, 0.25, 0.5]], jnp.float32))
+    t = jnp.array([[0.0, 0.5, 0.5], [np.finfo(np.float32).tiny, 0.5, 0.5], [0.0, 0.0, 1.0]], jnp.float32)
+    values = jax.jit(kl)(log_q, t)
+    np.testing.assert_allclose(np.asarray(values)[[0, 2]], [0.0, np.log(2.0)], rtol=1e-6, atol=1e-7)
+    assert values[1] == np.inf
+    grad = jax.jit(jax.grad(lambda lq: kl(lq, t).sum()))(log_q)
+    np.testing.assert_array_equal(grad, -t)
