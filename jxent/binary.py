@@ -37,7 +37,7 @@ def _add_tangent(tangent: jax.Array | None, coef: jax.Array, d: Any) -> jax.Arra
 # Two rules follow:
 #
 # * The loss (the forward value) uses no `where`/`select`/`compare`/`clamp`: its exact limits at ±inf come from
-#   arithmetic (see `bce_parts`).
+#   arithmetic (see `bce_value`).
 # * The gradient shares no operation with the loss, not even a cast or a broadcast constant (XLA merges identical
 #   operations, and an operation used by both gets written out). So the gradient coefficient reads its inputs and
 #   its constants through one `lax.optimization_barrier` (`isolate`), and is then free to use `where`.
@@ -48,15 +48,15 @@ def _add_tangent(tangent: jax.Array | None, coef: jax.Array, d: Any) -> jax.Arra
 
 
 def compute_cast(x: jax.Array, dtype: Any) -> jax.Array:
+    """``x`` in ``dtype`` (no cast operation when it already is)."""
     return x if x.dtype == dtype else x.astype(dtype)
 
 
-def bce_parts(x: jax.Array, y: jax.Array, pos_weight: jax.Array | None) -> dict[str, jax.Array]:
+def bce_value(x: jax.Array, y: jax.Array, pos_weight: jax.Array | None) -> jax.Array:
     """The loss ``(1 - y) softplus(x) + pw y softplus(-x)`` and its pieces, with no ``select``.
 
     Exact limits at ``x = ±inf``: ``+inf`` where the label weight on the side that disagrees is positive, else
-    ``+0`` (never NaN from ``0 * inf``). Returns ``loss``, ``v = -x`` clamped to the finite range (``∓max`` at
-    ``±inf``), ``e = exp(-|x|)`` and ``log1p_e = log1p(e)``.
+    ``+0`` (never NaN from ``0 * inf``). ``v`` below is ``-x`` clamped to the finite range (``∓max`` at ``±inf``).
     """
     big = jnp.finfo(x.dtype).max
     # -min(max(x, -big), big) with negations: XLA turns min(max(.)) into a `clamp`, which the fused reduction
@@ -76,7 +76,7 @@ def bce_parts(x: jax.Array, y: jax.Array, pos_weight: jax.Array | None) -> dict[
     # keeps +0 for w = 0. (x + v)^2 is 0 for finite x (a factor of exactly 1) and +inf at ±inf.
     overflow = x + v
     loss = linear * (1.0 + jnp.minimum(overflow * overflow, big)) + shared
-    return {"loss": loss, "v": v, "e": e, "log1p_e": log1p_e}
+    return loss
 
 
 def isolate(arrays: Any, constants: tuple[float, ...], dtype: Any) -> tuple[Any, tuple[jax.Array, ...]]:
@@ -95,20 +95,20 @@ def with_reference_derivatives(fast: Callable[..., jax.Array], reference: Callab
     return fn
 
 
-def sigmoid_pieces(x: jax.Array, one: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(x >= 0, sigmoid(-|x|), exp(-|x|))`` for a gradient coefficient (which may use ``where``).
+def sigmoid_pieces(x: jax.Array, one: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(x >= 0, sigmoid(-|x|))`` for a gradient coefficient (which may use ``where``).
 
     Use ``sigmoid(-|x|)`` once: a divide read twice (e.g. by both branches of a ``where``) was left unfused.
     """
     e = jnp.exp(-jnp.abs(x))
-    return x >= -x, e / (one + e), e
+    return x >= -x, e / (one + e)
 
 
 def _bce_coefficient_fast(x: jax.Array, y: jax.Array, pos_weight: jax.Array | None = None) -> jax.Array:
     dtype = _checks.compute_dtype(x.dtype)
     (x, y, pos_weight), (one,) = isolate((x, y, pos_weight), (1.0,), dtype)
     x, y = compute_cast(x, dtype), compute_cast(y, dtype)
-    nonneg, small, _ = sigmoid_pieces(x, one)
+    nonneg, small = sigmoid_pieces(x, one)
     w_neg = one - y
     w_pos = y if pos_weight is None else pos_weight * y
     # x >= 0: (1 - y) (1 - s) - pw y s = (1 - y) - (1 - y + pw y) s, with s = sigmoid(-|x|);
@@ -130,7 +130,7 @@ _bce_coefficient = with_reference_derivatives(_bce_coefficient_fast, _bce_coeffi
 
 def _bce_fast(x: jax.Array, y: jax.Array, pos_weight: jax.Array | None = None) -> jax.Array:
     dtype = _checks.compute_dtype(x.dtype)
-    return bce_parts(compute_cast(x, dtype), compute_cast(y, dtype), pos_weight)["loss"]
+    return bce_value(compute_cast(x, dtype), compute_cast(y, dtype), pos_weight)
 
 
 def _bce_jvp(primals, tangents):
@@ -161,8 +161,9 @@ _bce_weighted.defjvp(_bce_jvp, symbolic_zeros=True)
 def sigmoid_bce_elementwise(x: jax.Array, y: jax.Array, pos_weight: jax.Array | None = None) -> jax.Array:
     """``-(pw * y * log sigmoid(x) + (1 - y) * log sigmoid(-x))`` with ``0 * inf = 0`` (``+0`` where it vanishes).
 
-    ``x`` and ``y`` (floating, of one shape) may be 16-bit: they are cast to the compute dtype inside, separately
-    for the loss and the gradient (see the speed notes above). ``pos_weight=None`` means 1.
+    ``x`` and ``y`` (floating, of one shape; ``pos_weight`` broadcastable to it) may be 16-bit: they are cast to
+    the compute dtype inside, separately for the loss and the gradient (see the speed notes above).
+    ``pos_weight=None`` means 1.
     """
     if pos_weight is None:
         return _bce_unit(x, y)
@@ -177,10 +178,15 @@ def smooth_binary(labels: jax.Array, label_smoothing: Any) -> jax.Array:
     return labels * (1.0 - eps) + 0.5 * eps
 
 
-def labels_for(labels: jax.Array, dtype: Any, label_smoothing: Any = 0.0) -> jax.Array:
-    """Labels for the elementwise losses: floating labels stay in their dtype (cast inside, see the speed notes)
-    unless smoothed; others are cast to ``dtype``."""
-    if jnp.issubdtype(labels.dtype, jnp.floating) and _checks.concrete_value(label_smoothing) == 0.0:
+def labels_for(labels: jax.Array, dtype: Any, shape: tuple[int, ...], label_smoothing: Any = 0.0) -> jax.Array:
+    """Labels for the elementwise losses on logits of ``shape``: floating labels of that shape stay in their dtype
+    (cast inside, see the speed notes) unless smoothed; others are cast to ``dtype``.
+
+    Labels that will be broadcast are cast first, so that the gradient w.r.t. them is summed over the broadcast
+    axes in ``dtype`` and only then rounded to the labels' dtype.
+    """
+    keep = jnp.issubdtype(labels.dtype, jnp.floating) and tuple(labels.shape) == tuple(shape)
+    if keep and _checks.concrete_value(label_smoothing) == 0.0:
         return labels
     return smooth_binary(labels.astype(dtype), label_smoothing)
 
@@ -249,7 +255,7 @@ def sigmoid_binary_cross_entropy(
     dtype = _checks.compute_dtype(logits.dtype)
     labels = jnp.asarray(labels)
     _checks.check_broadcastable(logits.shape, labels, "labels")
-    y = labels_for(labels, dtype, label_smoothing)
+    y = labels_for(labels, dtype, jnp.broadcast_shapes(logits.shape, labels.shape), label_smoothing)
     pw = None
     if pos_weight is not None:
         pw = _checks.as_float_array(pos_weight, "pos_weight").astype(dtype)

@@ -60,7 +60,9 @@ def _kl_sum_select_free(log_q: jax.Array, t: jax.Array) -> jax.Array:
     maximum, ``max(log t, -big)`` and ``x = max(log q, -big)`` are the logarithms themselves where finite and ``-big``
     at 0, so ``t * max(log t, -big)`` is ``xlogy(t, t)`` and ``t * x`` is 0 wherever ``t = 0``. ``k`` is exactly 1
     where ``log q > -inf`` (``min(log q, -big) + big = 0``) and ``big`` where ``log q = -inf``, where ``t * x * k * k``
-    overflows to ``-inf`` for every ``t > 0`` (even subnormal): the divergence is ``+inf``, as it should be.
+    overflows to ``-inf`` for every normal ``t > 0`` (CPUs flush subnormals to 0): the divergence is ``+inf``, as it
+    should be. The product is evaluated left to right (``t = 0`` gives ``0 * x * k * k = 0``); XLA keeps that order
+    unless fast-math reassociation is switched on (``--xla_cpu_enable_fast_math``, which assumes no infinities).
     """
     big = jnp.finfo(t.dtype).max
     x = jnp.maximum(log_q, -big)

@@ -19,7 +19,7 @@ from jax.custom_derivatives import SymbolicZero
 from jxent import _checks
 from jxent.binary import (
     apply_mask_and_reduce,
-    bce_parts,
+    bce_value,
     compute_cast,
     isolate,
     labels_for,
@@ -109,15 +109,15 @@ def _focal_value_fast(
 ) -> jax.Array:
     """``alpha_t (1 - p_t)^gamma BCE`` with no ``select`` (see jxent/binary.py)."""
     x, y = _cast_all(x, y)
-    parts = bce_parts(x, y, None)
-    # 1 - p_t = y sigmoid(-x) + (1 - y) sigmoid(x), both terms with full relative accuracy. (Not from `parts`:
-    # the fused reduction is slow on `sign` of the clamped logits.)
+    bce = bce_value(x, y, None)
+    # 1 - p_t = y sigmoid(-x) + (1 - y) sigmoid(x), both terms with full relative accuracy. (Not from the clamped
+    # logits inside `bce_value`: the fused reduction is slow on their `sign`.)
     one_minus_pt = y * jax.nn.sigmoid(-x) + (1.0 - y) * jax.nn.sigmoid(x)
     if power is not None:
         factor = lax.integer_pow(one_minus_pt, power)
     else:
         factor = jnp.exp(gamma * jnp.maximum(jnp.log(one_minus_pt), _LOG_FLOOR))
-    out = parts["loss"] * factor
+    out = bce * factor
     return ((1.0 - alpha) + (2.0 * alpha - 1.0) * y) * out if has_alpha else out
 
 
@@ -234,7 +234,8 @@ def sigmoid_focal_loss(
     labels = jnp.asarray(labels)
     _checks.check_broadcastable(logits.shape, labels, "labels")
     dtype = _checks.compute_dtype(logits.dtype)
-    x, y = jnp.broadcast_arrays(logits, labels_for(labels, dtype))
+    shape = jnp.broadcast_shapes(logits.shape, labels.shape)
+    x, y = jnp.broadcast_arrays(logits, labels_for(labels, dtype, shape))
     if is_zero(gamma):
         losses = sigmoid_bce_elementwise(x, y)
         if alpha is not None:

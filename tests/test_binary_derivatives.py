@@ -149,3 +149,15 @@ def test_value_and_grad_reads_logits_as_few_times_as_plain_bce(dtype):
     }.items():
         reads, writes = passes(fn)
         assert reads <= plain[0] and writes <= plain[1], (name, (reads, writes), plain)
+
+
+@pytest.mark.parametrize("loss", [bce, lambda x, y: sfl(x, y, gamma=0.0)], ids=["bce", "focal_gamma0"])
+@pytest.mark.parametrize("label_shape", [(), (4,)])
+def test_broadcast_16bit_label_gradient_is_summed_in_float32(loss, label_shape):
+    """d/dy sum(BCE(x, y)) = -sum(x) over the broadcast axes; summing in bfloat16 would lose about 1%."""
+    x = jnp.asarray(np.linspace(-3.0, 3.0, 4096 * 4).reshape(4096, 4) + 0.37, jnp.float32)
+    y = jnp.full(label_shape, 0.3, jnp.bfloat16)
+    grad = jax.grad(lambda y: jnp.sum(loss(x, y)))(y)
+    assert grad.dtype == jnp.bfloat16
+    expected = -np.asarray(x, np.float64).reshape(4096, 4).sum(axis=0 if label_shape else None)
+    np.testing.assert_allclose(np.asarray(grad, np.float64), expected, rtol=4e-3)
