@@ -1055,8 +1055,9 @@ def linear_softmax_cross_entropy(
     Returns:
       The loss (float32, or float64 for float64 inputs; ``[...]`` for ``"none"``, else a scalar), and ``lse`` when
       ``return_lse``. An out-of-range label that is not ``ignore_index`` gives NaN (``-1`` does not wrap).
-      ``label_smoothing``, ``z_loss``, ``soft_cap`` and ``temperature`` are constants (no gradient); forward-mode
-      differentiation (``jvp``) is not available (``custom_vjp``).
+      ``label_smoothing``, ``z_loss``, ``soft_cap`` and ``temperature`` are constants (no gradient); ``jax.jvp`` of
+      the loss itself is not available (``custom_vjp``), but second derivatives are: ``grad`` of ``grad`` and
+      ``jax.hessian`` differentiate the blockwise backward pass.
 
     References:
       Wijmans et al., `Cut Your Losses in Large-Vocabulary Language Models <https://arxiv.org/abs/2411.09009>`_,
