@@ -1,7 +1,8 @@
 """Moving the class axis (or axes) of a loss to the end, and back.
 
 Every kernel in jxent works on the last axis. Public functions accept ``axis`` as an int or a tuple of ints, as in
-optax; the tuple form flattens those axes into one class axis, in the order given by the array's own layout.
+optax; the tuple form flattens those axes into one class axis in the order given, as optax does: with
+``axis=(2, 1)`` an integer label ``y`` means the class ``(y // shape[1], y % shape[1])`` of axes ``(2, 1)``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def class_layout(axis: Axis | None, ndim: int, name: str = "logits") -> ClassLay
         normalised.append(a % ndim)
     if len(set(normalised)) != len(normalised):
         raise ValueError(f"`axis` has repeated entries: {axis!r}.")
-    class_axes = tuple(sorted(normalised))
+    class_axes = tuple(normalised)  # the order given: a flat class index runs over the axes in this order
     batch_axes = tuple(i for i in range(ndim) if i not in class_axes)
     return ClassLayout(ndim, class_axes, batch_axes)
 

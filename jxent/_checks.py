@@ -32,15 +32,26 @@ def as_float_array(x: Any, name: str) -> jax.Array:
     return arr
 
 
+def widen_labels(labels: jax.Array) -> jax.Array:
+    """Integer labels narrower than 32 bits (and ``uint32``) as ``int32``.
+
+    Comparisons with ``num_classes`` and ``ignore_index`` are then exact: in ``int16`` a vocabulary of 40000 wraps
+    to a negative bound, and in ``uint8`` ``ignore_index=-100`` wraps to the valid class 156.
+    """
+    if labels.dtype.itemsize < 4 or labels.dtype == jnp.uint32:
+        return labels.astype(jnp.int32)
+    return labels
+
+
 def as_int_array(x: Any, name: str) -> jax.Array:
-    """Returns ``x`` as a JAX array, raising ``TypeError`` unless its dtype is integer."""
+    """Returns ``x`` as a JAX integer array (see :func:`widen_labels`), raising ``TypeError`` unless it is one."""
     arr = jnp.asarray(x)
     if not jnp.issubdtype(arr.dtype, jnp.integer):
         raise TypeError(
             f"`{name}` must be an integer array of class indices; got {_describe(arr)}. "
             "Use the probability-label form for soft targets."
         )
-    return arr
+    return widen_labels(arr)
 
 
 def concrete_value(x: Any) -> float | None:

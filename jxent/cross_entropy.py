@@ -269,7 +269,7 @@ def make_targets(
     if is_index_labels(labels, rows):
         return integer_targets(
             rows,
-            labels,
+            _checks.widen_labels(labels),
             class_weight=class_weight,
             label_smoothing=label_smoothing,
             ignore_index=ignore_index,

@@ -37,11 +37,11 @@ def class_axes(axis, ndim: int) -> tuple[int, ...]:
         return tuple(range(ndim))
     if isinstance(axis, int):
         return (axis % ndim,)
-    return tuple(sorted(a % ndim for a in axis))
+    return tuple(a % ndim for a in axis)  # in the order given, as optax flattens them
 
 
 def to_last(x, axis) -> np.ndarray:
-    """Moves the class axes of ``x`` to the end (in layout order) and flattens them into one."""
+    """Moves the class axes of ``x`` to the end (in the order given) and flattens them into one."""
     x = np.asarray(x)
     axes = class_axes(axis, x.ndim)
     batch = tuple(i for i in range(x.ndim) if i not in axes)
@@ -156,7 +156,7 @@ def one_hot(labels, num_classes):
 def integer_to_dense(labels, shape, axis):
     """One-hot targets of ``shape`` for integer labels of the batch shape, class axes at ``axis``.
 
-    A tuple of class axes is flattened in layout order (as optax does), so a label is a flat index into them.
+    A tuple of class axes is flattened in the order given (as optax does), so a label is a flat index into them.
     """
     nd = len(shape)
     axes = class_axes(axis, nd)

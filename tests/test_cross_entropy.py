@@ -49,6 +49,7 @@ CASES = [
     ((5, 6), 0, jnp.float32),
     ((2, 5, 3), 1, jnp.float32),
     ((2, 3, 4), (1, 2), jnp.float32),
+    ((2, 3, 4), (2, 1), jnp.float32),  # flattened in the order given, as optax does
     ((6, 5), -1, jnp.bfloat16),
     ((6, 5), -1, jnp.float16),
 ]
@@ -97,7 +98,7 @@ def test_float64_under_x64(x64):
 OPTAX_TOL = {"rtol": 1e-6, "atol": 1e-6}
 
 
-@pytest.mark.parametrize(("shape", "axis"), [((6, 5), -1), ((5, 6), 0), ((2, 3, 4), (1, 2))])
+@pytest.mark.parametrize(("shape", "axis"), [((6, 5), -1), ((5, 6), 0), ((2, 3, 4), (1, 2)), ((2, 3, 4), (-1, -2))])
 @pytest.mark.parametrize("mask", [None, "batch", "class"])
 def test_match_optax(shape, axis, mask):
     batch, num_classes = _layout(shape, axis)
@@ -344,3 +345,23 @@ def test_probability_labels_special_rows_exact():
     p = 1.0 / (1.0 + np.e)
     np.testing.assert_allclose(grad, [[p - 1, 0, 1 - p], [0] * 3, [0] * 3, [0] * 3, [0] * 3], atol=1e-7)
     assert jcall(ce, z, t, reduction="mean") == np.inf  # row 4 does not count; rows 1 and 3 are +inf
+
+
+@pytest.mark.parametrize("dtype", [jnp.int8, jnp.uint8, jnp.int16, jnp.uint16, jnp.uint32])
+def test_narrow_integer_labels_compare_exactly(dtype):
+    """Labels narrower than 32 bits are widened before they meet ``num_classes`` and ``ignore_index``: in int16 a
+    vocabulary of 40000 would wrap negative, and in uint8 ``ignore_index=-100`` would wrap to the class 156."""
+    info = jnp.iinfo(dtype)
+    num_classes = 40000 if info.max > 40000 else 300
+    valid = [0, min(int(info.max), num_classes - 1), 5]
+    logits = _logits((3, num_classes), seed=11)
+    expected = ref.softmax_cross_entropy(np.asarray(logits, np.float64), ref.one_hot(np.array(valid), num_classes))
+    for fn in (ce_int, ce):
+        got = jcall(fn, logits, jnp.asarray(valid, dtype), ignore_index=-100)
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+    fused = jxent.linear_softmax_cross_entropy(
+        jnp.eye(3, 3), jnp.zeros((3, num_classes)), jnp.asarray(valid, dtype), ignore_index=-100, reduction="none"
+    )
+    np.testing.assert_allclose(fused, np.log(num_classes), rtol=1e-6)
+    if info.max >= num_classes:  # a label just past the vocabulary is out of range, not wrapped into it
+        assert np.isnan(jcall(ce_int, logits[:1], jnp.asarray([num_classes], dtype)))[0]

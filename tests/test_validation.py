@@ -68,3 +68,10 @@ def test_argument_errors():
         jxent.validate_labels(jnp.array([0, 1]), 0)
     with pytest.raises(TypeError, match="ignore_index"):
         jxent.validate_labels(jnp.array([0, 1]), 4, ignore_index=0.5)
+
+
+def test_narrow_label_dtypes_are_checked_exactly():
+    jxent.validate_labels(jnp.array([5, 127], jnp.int8), 200)  # 200 does not fit in int8: no false alarm
+    jxent.validate_labels(jnp.array([156], jnp.uint8), 300, ignore_index=-100)
+    with pytest.raises(checkify.JaxRuntimeError, match="label 250 at position"):
+        jxent.validate_labels(jnp.array([3, 250], jnp.uint8), 200)
