@@ -1,7 +1,10 @@
 """Entropy, Kullback-Leibler and Jensen-Shannon divergences between discrete distributions (in nats).
 
-:math:`0 \\log 0 = 0` throughout, through :func:`jax.scipy.special.xlogy`, and ``-inf`` log-predictions where the
-target is 0 contribute 0 with a zero gradient, so padded or masked vocabularies give no NaN.
+:math:`0 \\log 0 = 0` throughout, and ``-inf`` log-predictions where the target is 0 contribute 0 with a zero
+gradient, so padded or masked vocabularies give no NaN. The derivative of :math:`t \\log t`, :math:`\\log t + 1`, is
+taken at :math:`\\max(t, \\text{tiny})` (``tiny`` the smallest normal number: a slope of about -86 in float32 at
+:math:`t = 0`, where the exact one is :math:`-\\infty`), so gradients through a softmax with masked or underflowed
+classes are 0 there rather than NaN (``jax.scipy.special.xlogy``'s derivative is :math:`0/0` at :math:`t = 0`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,24 @@ def _prepare(a: Any, b: Any, name_a: str, name_b: str, axis: Any, where: Any):
     return a, b, layout, mask
 
 
+@jax.custom_jvp
+def xlogx(t: jax.Array) -> jax.Array:
+    """``t * log(t)`` with ``0 log 0 = 0``; derivative ``log(max(t, tiny)) + 1`` (see the module docstring)."""
+    return xlogy(t, t)
+
+
+@xlogx.defjvp
+def _xlogx_jvp(primals, tangents):
+    (t,), (dt,) = primals, tangents
+    return xlogx(t), (jnp.log(jnp.maximum(t, jnp.finfo(t.dtype).tiny)) + 1.0) * dt
+
+
+def _xlogy_guarded(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``x * log(y)`` for ``x >= 0`` and ``y`` that is 0 only where ``x`` is: 0 there, with zero gradients."""
+    absent = y == 0
+    return jnp.where(absent, 0.0, xlogy(x, jnp.where(absent, 1.0, y)))
+
+
 def _cross_term(t: jax.Array, log_q: jax.Array) -> jax.Array:
     """``t * log_q`` with ``0 * (-inf) = 0`` and no NaN in either gradient."""
     safe_log_q = jnp.where((t == 0) & (log_q == -jnp.inf), 0.0, log_q)
@@ -49,7 +70,7 @@ def _cross_term(t: jax.Array, log_q: jax.Array) -> jax.Array:
 
 def _kl_elementwise(log_q: jax.Array, t: jax.Array) -> jax.Array:
     """``t (log t - log q)`` with ``0 log 0 = 0`` and ``0 * (-inf) = 0`` (the reference form, with selects)."""
-    return xlogy(t, t) - _cross_term(t, log_q)
+    return xlogx(t) - _cross_term(t, log_q)
 
 
 def _kl_sum_select_free(log_q: jax.Array, t: jax.Array) -> jax.Array:
@@ -187,7 +208,7 @@ def entropy(
     layout = _axes.class_layout(axis, p.ndim, "probabilities")
     mask = _axes.expand_where(where, layout, p.shape)
     p = p.astype(_checks.compute_dtype(p.dtype))
-    return _sum_classes(-xlogy(p, p), layout, mask, reduction)
+    return _sum_classes(-xlogx(p), layout, mask, reduction)
 
 
 def js_divergence(
@@ -207,5 +228,5 @@ def js_divergence(
     _checks.check_reduction(reduction)
     p, q, layout, mask = _prepare(p, q, "p", "q", axis, where)
     m = 0.5 * (p + q)
-    elementwise = 0.5 * (xlogy(p, p) - xlogy(p, m) + xlogy(q, q) - xlogy(q, m))
+    elementwise = 0.5 * (xlogx(p) - _xlogy_guarded(p, m) + xlogx(q) - _xlogy_guarded(q, m))
     return _sum_classes(elementwise, layout, mask, reduction)

@@ -147,3 +147,49 @@ def test_kl_absent_predictions_exact():
     assert values[1] == np.inf
     grad = jax.jit(jax.grad(lambda lq: kl(lq, t).sum()))(log_q)
     np.testing.assert_array_equal(grad, -t)
+
+
+@pytest.mark.parametrize("absent", [-np.inf, -200.0])  # a masked class, and one whose probability underflows
+def test_gradients_through_softmax_with_zero_probabilities(absent):
+    """An entropy bonus or a reverse KL over a masked vocabulary: finite gradients, 0 at the zero-probability class,
+    the closed forms elsewhere (``xlogy``'s own derivative would give 0/0 = NaN there)."""
+    z = np.array([[2.0, 0.5, absent, -1.0], [0.3, absent, 1.2, 0.0]])
+    log_q = np.log(np.tile([0.4, 0.3, 0.2, 0.1], (2, 1)))
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    log_p = np.log(np.where(p > 0, p, 1.0))
+    h = -np.sum(p * log_p, axis=-1, keepdims=True)
+    d = np.sum(p * (log_p - log_q), axis=-1, keepdims=True)
+    expected = {
+        "entropy": -p * (log_p + h),  # d H(softmax z) / dz
+        "kl": p * (log_p - log_q - d),  # d KL(softmax z || q) / dz
+    }
+    x = jnp.asarray(z, jnp.float32)
+    grads = jax.jit(
+        lambda x: {
+            "entropy": jax.grad(lambda x: jnp.sum(jxent.entropy(jax.nn.softmax(x))))(x),
+            "kl": jax.grad(lambda x: jnp.sum(kl(jnp.asarray(log_q, jnp.float32), jax.nn.softmax(x))))(x),
+            "kl_where": jax.grad(
+                lambda x: jnp.sum(kl(jnp.asarray(log_q, jnp.float32), jax.nn.softmax(x), where=x > -1.5))
+            )(x),
+            "js": jax.grad(lambda x: jnp.sum(jxent.js_divergence(jax.nn.softmax(x), jax.nn.softmax(2.0 * x))))(x),
+        }
+    )(x)
+    np.testing.assert_allclose(grads["entropy"], expected["entropy"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads["kl"], expected["kl"], rtol=1e-5, atol=1e-6)
+    for name, g in grads.items():
+        assert np.all(np.isfinite(g)), name
+        assert np.all(np.asarray(g)[np.asarray(p) == 0] == 0), name
+    # JS on the full vocabulary equals JS on the vocabulary without the zero-probability class.
+    keep = np.isfinite(z) & (p > 0)
+    for row in range(2):
+        x_row = jnp.asarray(z[row][keep[row]], jnp.float32)
+        g_row = jax.grad(lambda x: jxent.js_divergence(jax.nn.softmax(x), jax.nn.softmax(2.0 * x)))(x_row)
+        np.testing.assert_allclose(np.asarray(grads["js"])[row][keep[row]], g_row, rtol=1e-5, atol=1e-7)
+
+
+def test_entropy_derivative_at_zero_is_finite_and_exact_elsewhere():
+    p = jnp.array([0.5, 0.5, 0.0])
+    g = jax.grad(lambda p: jnp.sum(jxent.entropy(p)))(p)
+    np.testing.assert_allclose(g[:2], -(np.log(0.5) + 1.0), rtol=1e-6)
+    np.testing.assert_allclose(g[2], -(np.log(np.finfo(np.float32).tiny) + 1.0), rtol=1e-6)  # slope at tiny
