@@ -87,7 +87,7 @@ def transform_logits(logits: jax.Array, *, soft_cap: Any = None, temperature: An
     """Soft-capping then temperature, in the compute dtype: ``cap * tanh(z / cap) / T``."""
     z = logits.astype(_checks.compute_dtype(logits.dtype))
     if soft_cap is not None:
-        z = _soft_cap(z, soft_cap)
+        z = _soft_cap(z, lax.stop_gradient(soft_cap))  # a constant, like the temperature
     if _checks.concrete_value(temperature) != 1.0:
         z = z / lax.stop_gradient(jnp.asarray(temperature, z.dtype))
     return z
@@ -123,7 +123,7 @@ def _class_weight(weight: Any, num_classes: int, dtype: Any) -> jax.Array | None
         raise ValueError(
             f"`weight` must hold one weight per class, shape ({num_classes},); got shape {tuple(w.shape)}."
         )
-    return w.astype(dtype)
+    return lax.stop_gradient(w.astype(dtype))  # a constant, as in the integer-label kernel
 
 
 def _counted_rows(rows: Rows) -> tuple[jax.Array, jax.Array]:
@@ -550,7 +550,8 @@ def softmax_cross_entropy_with_integer_labels(
       Losses ``[...]`` in float32 (float64 for float64 logits), or a scalar when reduced. A label outside
       ``[0, num_classes)`` that is not ``ignore_index`` gives NaN (its gradient too); ``-1`` never wraps. A
       label on an absent class gives ``+inf``. Rows with no present class give 0 and do not count.
-      ``label_smoothing``, ``z_loss`` and ``temperature`` are treated as constants (no gradient).
+      ``weight``, ``label_smoothing``, ``z_loss``, ``soft_cap`` and ``temperature`` are treated as constants (no
+      gradient).
 
     References:
       Müller, Kornblith and Hinton, `When does label smoothing help? <https://arxiv.org/abs/1906.02629>`_, 2019.
@@ -622,7 +623,8 @@ def softmax_cross_entropy(
         rule for probability targets).
 
     Returns:
-      Losses ``[...]`` in float32 (float64 for float64 logits), or a scalar when reduced.
+      Losses ``[...]`` in float32 (float64 for float64 logits), or a scalar when reduced. ``weight``,
+      ``label_smoothing``, ``z_loss``, ``soft_cap`` and ``temperature`` are constants (no gradient).
     """
     check_options(
         label_smoothing=label_smoothing,

@@ -217,7 +217,8 @@ def sigmoid_focal_loss(
       logits: Logits, any shape.
       labels: Labels in ``[0, 1]`` (hard or soft), broadcastable to ``logits``.
       alpha: Weight of the positive class in ``[0, 1]``, or ``None`` (no weighting).
-      gamma: Focusing parameter :math:`\\gamma \\ge 0`; ``gamma=0`` is binary cross-entropy.
+      gamma: Focusing parameter :math:`\\gamma \\ge 0`; ``gamma=0`` is binary cross-entropy. A constant: no
+        gradient flows to it (optax's does).
       weight: Element weights, broadcastable.
       where: Boolean mask; masked elements give 0 and do not count in ``"mean"``.
       reduction: ``"none"``, ``"sum"`` or ``"mean"``.
@@ -287,8 +288,8 @@ def softmax_focal_loss(
       labels: Integer class indices ``[...]`` or target distributions ``[..., num_classes]``.
       axis: Class axis.
       where: Boolean mask of ``logits``' shape or its batch shape.
-      alpha: Per-class weights ``[num_classes]`` (or a scalar), or ``None``.
-      gamma: :math:`\\gamma \\ge 0`; ``gamma=0`` is (weighted) softmax cross-entropy.
+      alpha: Per-class weights ``[num_classes]`` (or a scalar), or ``None``. A constant (no gradient).
+      gamma: :math:`\\gamma \\ge 0`; ``gamma=0`` is (weighted) softmax cross-entropy. A constant (no gradient).
       ignore_index: Integer label value to ignore (loss 0, not counted in ``"mean"``).
       label_smoothing: :math:`\\varepsilon`, as in :func:`jxent.softmax_cross_entropy`.
       reduction: ``"none"``, ``"sum"`` or ``"mean"`` (over the examples that count; ``alpha`` is not part of

@@ -72,7 +72,7 @@ def generalized_cross_entropy(
     Args:
       logits: Logits ``[..., num_classes]``.
       labels: Integer class indices ``[...]`` or target distributions like ``logits``.
-      q: :math:`q \\in (0, 1]` (0.7 in the paper).
+      q: :math:`q \\in (0, 1]` (0.7 in the paper). A constant (no gradient).
       axis: Class axis or axes.
       where: Boolean mask of ``logits``' shape or its batch shape.
       ignore_index: Integer label value to ignore.

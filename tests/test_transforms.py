@@ -272,3 +272,30 @@ def test_check_grads_order_2_every_loss(x64):
         except AssertionError as e:  # report every failing loss, by name
             failures.append(f"{name}: {e}")
     assert not failures, "\n\n".join(failures)
+
+
+# (name, loss of one hyperparameter value): the README lists these as constants, with no gradient, in every function.
+_CONSTANTS = [
+    ("ce_int weight", lambda w: jxent.softmax_cross_entropy_with_integer_labels(Z, Y, weight=w * jnp.ones(4))),
+    ("ce int labels weight", lambda w: jxent.softmax_cross_entropy(Z, Y, weight=w * jnp.ones(4))),
+    ("ce prob labels weight", lambda w: jxent.softmax_cross_entropy(Z, T, weight=w * jnp.ones(4))),
+    ("ce label_smoothing", lambda e: jxent.softmax_cross_entropy(Z, T, label_smoothing=e)),
+    ("ce_int z_loss", lambda c: jxent.softmax_cross_entropy_with_integer_labels(Z, Y, z_loss=c)),
+    ("ce_int soft_cap", lambda c: jxent.softmax_cross_entropy_with_integer_labels(Z, Y, soft_cap=c)),
+    ("ce temperature", lambda t: jxent.softmax_cross_entropy(Z, T, temperature=t)),
+    ("sigmoid focal gamma", lambda g: jxent.sigmoid_focal_loss(Z, B, gamma=g)),
+    ("softmax focal gamma", lambda g: jxent.softmax_focal_loss(Z, Y, gamma=g)),
+    ("softmax focal alpha", lambda a: jxent.softmax_focal_loss(Z, Y, alpha=a * jnp.ones(4))),
+    ("gce q", lambda q: jxent.generalized_cross_entropy(Z, Y, q=q)),
+    (
+        "fused class_weight",
+        lambda w: jxent.linear_softmax_cross_entropy(Z, jnp.eye(4), Y, class_weight=w * jnp.ones(4)),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "loss"), _CONSTANTS, ids=[c[0] for c in _CONSTANTS])
+def test_hyperparameters_are_constants(name, loss):
+    value, grad = jax.value_and_grad(lambda h: jnp.sum(loss(h)))(jnp.float32(0.5))
+    assert np.isfinite(value), name
+    assert grad == 0.0, name
