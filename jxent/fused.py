@@ -226,11 +226,13 @@ def _token_valid(st: _Static, k, t0) -> jax.Array | None:
 def _block_stats(st: _Static, opts: _Options, x, v0, valid, labels_blk, cw):
     """Block max, sum of ``exp(z - max)``, target logit and ``sum_c w_c z_c`` of one logit block."""
     z = _transform(st, opts)(x)
-    cols = v0 + jnp.arange(st.vocab_chunk)
+    # The overlapped columns of a shifted last block are masked out here. (A sentinel column index would not do:
+    # sharded, any integer can be a local label, e.g. ``V_local`` for the next device's first class.)
+    is_target = (v0 + jnp.arange(st.vocab_chunk))[None, :] == labels_blk[:, None]
     if valid is not None:
-        cols = jnp.where(valid, cols, st.vocab)
+        is_target = is_target & valid[None, :]
     z_lse = z if valid is None else jnp.where(valid[None, :], z, -jnp.inf)
-    target = jnp.sum(jnp.where(cols[None, :] == labels_blk[:, None], z, 0.0), axis=1)
+    target = jnp.sum(jnp.where(is_target, z, 0.0), axis=1)
     wsum = None
     if st.has_smoothing:
         zv = z if valid is None else jnp.where(valid[None, :], z, 0.0)
