@@ -323,7 +323,9 @@ def _stats(st: _Static, opts: _Options, h, w, bias, labels, cw):
 def _combine(st: _Static, m, s, target, wsum):
     """``(lse, z_y, sum_c w_c z_c)`` from the running statistics; across the vocabulary shards when sharded."""
     if st.axis_name is not None:
-        m_all = lax.pmax(m, st.axis_name)
+        # The shift does not change lse; without a gradient, pmax needs no derivative rule (it has none), so
+        # grad of grad works across shards too.
+        m_all = lax.pmax(lax.stop_gradient(m), st.axis_name)
         m_safe = jnp.where(jnp.isfinite(m_all), m_all, 0.0)
         s = lax.psum(s * jnp.exp(m - m_safe), st.axis_name)
         m = m_all

@@ -242,3 +242,22 @@ def test_fused_with_data_sharded_inputs(mesh_v8):
     _close(value, ref_value)
     for g, r in zip(pullback(ct)[:2], ref_pullback(ct), strict=True):
         _close(g, r)
+
+
+def test_second_order_matches_dense(mesh_v8):
+    """grad of grad across vocabulary shards (``pmax`` has no derivative rule; its input is a constant shift)."""
+    h, w, _, y, _, _ = _data(4)
+
+    def sharded(h, w):
+        logits = jxent.sharded_softmax_cross_entropy(h @ w, y, mesh=mesh_v8, vocab_axis="vocab", **OPTS)
+        fused = jxent.sharded_linear_softmax_cross_entropy(h, w, y, mesh=mesh_v8, vocab_axis="vocab", **OPTS)
+        return logits + fused
+
+    def dense(h, w):
+        return 2.0 * _dense(h @ w, y, None, "mean")
+
+    def second(f):
+        return jax.jit(jax.grad(lambda h, w: sum(jnp.sum(g**2) for g in jax.grad(f, (0, 1))(h, w)), (0, 1)))(h, w)
+
+    for g, r in zip(second(sharded), second(dense), strict=True):
+        _close(g, r, rtol=1e-4, atol=1e-6)
