@@ -445,10 +445,12 @@ def _grad_token_outer(st: _Static, opts: _Options, h, w, bias, cw, rows: _Rows, 
     return _fori(n_tok, token_body, (dh0, dw0, db0), refs)
 
 
-def _rows_pass(st: _Static, opts: _Options, h, w, bias, labels, cw):
-    """Loss, ``lse`` and the gradients for a unit cotangent on every row, in one token-outer pass.
+def _rows_pass(st: _Static, opts: _Options, h, w, bias, labels, cw, scale):
+    """Loss, ``lse`` and the gradients of ``scale * sum(loss)``, in one token-outer pass.
 
-    Each token block's logits are kept in a ``[Tc, V]`` float32 row buffer between the statistics loop and the
+    ``scale`` (``1 / sum of the example weights`` for ``"mean"``) is folded into the gradients before they are
+    stored, so a 16-bit ``dh`` holds the final gradient (for a unit cotangent), not an unscaled sum that may
+    overflow. Each token block's logits are kept in a ``[Tc, V]`` float32 row buffer between the statistics loop and the
     gradient loop, so ``weight`` takes part in three matmuls in all (as in the unfused loss).
     """
     refs = (h, w, bias, labels, cw, opts)
@@ -490,7 +492,9 @@ def _rows_pass(st: _Static, opts: _Options, h, w, bias, labels, cw):
             z_loss=z_loss,
         )
         c = softmax_coefficient(a=a, b=b, counted=counted, lse=lse, weight_sum=weight_sum, z_loss=z_loss)
-        rows_blk = _Rows(coef_p=c, coef_a=a, coef_b=b, labels=y_blk, lse=lse)
+        rows_blk = _Rows(
+            coef_p=c * scale, coef_a=a * scale, coef_b=None if b is None else b * scale, labels=y_blk, lse=lse
+        )
         tvalid = _token_valid(st, i, t0)
         h_dw = _masked_rows(h_blk, tvalid)
 
@@ -669,23 +673,23 @@ _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fused_total(st: _Static, h, w, bias, labels, cw, opts: _Options):
-    """``sum`` of the per-row losses, for ``"mean"``/``"sum"``: the cotangent is one scalar."""
-    return jnp.sum(_forward(st, h, w, bias, labels, cw, opts)[0])
+def _fused_total(st: _Static, h, w, bias, labels, cw, opts: _Options, scale):
+    """``scale * sum`` of the per-row losses, for ``"mean"``/``"sum"``: the cotangent is one scalar."""
+    return scale * jnp.sum(_forward(st, h, w, bias, labels, cw, opts)[0])
 
 
-def _fused_total_fwd(st: _Static, h, w, bias, labels, cw, opts: _Options):
-    loss, _, dh, dw, db = _rows_pass(st, opts, h, w, bias, labels, cw)
-    return jnp.sum(loss), (dh, dw, db if st.has_bias else None, opts)
+def _fused_total_fwd(st: _Static, h, w, bias, labels, cw, opts: _Options, scale):
+    loss, _, dh, dw, db = _rows_pass(st, opts, h, w, bias, labels, cw, scale)
+    return scale * jnp.sum(loss), (dh, dw, db if st.has_bias else None, opts, scale)
 
 
 def _fused_total_bwd(st: _Static, res, ct):
-    dh, dw, db, opts = res
+    dh, dw, db, opts, scale = res
     ct = ct.astype(st.acc_dtype)
     dh = (ct * dh).astype(dh.dtype)
     dw = (ct * dw).astype(st.weight_dtype)
     db = None if db is None else (ct * db).astype(st.bias_dtype)
-    return dh, dw, db, None, None, _Options(*(jnp.zeros_like(o) for o in opts))
+    return dh, dw, db, None, None, _Options(*(jnp.zeros_like(o) for o in opts)), jnp.zeros_like(scale)
 
 
 _fused_total.defvjp(_fused_total_fwd, _fused_total_bwd)
@@ -947,8 +951,9 @@ def compute(p: _Prepared, reduction: str, return_lse: bool, batch_axis_name: Any
         return (out, empty) if return_lse else out
     example_weight = lax.stop_gradient(_coefficients(st, opts, p.labels, p.class_weight)[3])
     if st.schedule == "one_pass" and reduction != "none" and not return_lse and batch_axis_name is None:
-        total = _fused_total(st, p.hidden, p.weight, p.bias, p.labels, p.class_weight, opts)
-        return total if reduction == "sum" else safe_divide(total, jnp.sum(example_weight))
+        one = jnp.ones((), st.acc_dtype)
+        scale = one if reduction == "sum" else safe_divide(one, jnp.sum(example_weight))
+        return _fused_total(st, p.hidden, p.weight, p.bias, p.labels, p.class_weight, opts, scale)
     losses, lse = _fused(st, p.hidden, p.weight, p.bias, p.labels, p.class_weight, opts)
     losses, lse, example_weight = (x.reshape(p.batch_shape) for x in (losses, lse, example_weight))
     out = reduce_over(losses, example_weight, reduction, batch_axis_name)

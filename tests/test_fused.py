@@ -439,3 +439,24 @@ def test_benchmark_quick_smoke(capsys):
     out = capsys.readouterr().out
     assert "| case | metric | naive | fused / parallel | ratio | goal | met |" in out
     assert "CPU f32 N=256 D=64 V=2048" in out and "compile-only CPU bf16" in out
+
+
+def test_one_pass_16_bit_hidden_stores_the_scaled_gradient():
+    """``"one_pass"`` stores ``dh`` in the hidden dtype: it must hold the final ``"mean"`` gradient, not the
+    unscaled sum (with class weights of 5000 that overflowed float16 to inf)."""
+    rng = np.random.default_rng(0)
+    h = jnp.asarray(rng.normal(size=(8, 4)), jnp.float16)
+    w = jnp.asarray(rng.normal(size=(4, 10)) * 30, jnp.float32)
+    y = jnp.asarray(rng.integers(0, 10, 8))
+    cw = jnp.full((10,), 5000.0)
+
+    def fused(h):
+        return jxent.linear_softmax_cross_entropy(h, w, y, class_weight=cw, schedule="one_pass")
+
+    def reference(h):  # float32 throughout
+        z = h.astype(jnp.float32) @ w
+        return jxent.softmax_cross_entropy_with_integer_labels(z, y, weight=cw, reduction="mean")
+
+    got = jax.grad(fused)(h)
+    assert got.dtype == jnp.float16
+    np.testing.assert_allclose(got.astype(np.float32), jax.grad(reference)(h), rtol=1e-2, atol=1e-2)
