@@ -43,6 +43,17 @@ def widen_labels(labels: jax.Array) -> jax.Array:
     return labels
 
 
+def labels_as_int32(labels: jax.Array, num_classes: int, ignore_index: int | None) -> jax.Array:
+    """``labels`` as ``int32`` for the blockwise kernels, keeping every 64-bit label that is neither a class nor
+    ``ignore_index`` out of range (``2**32 + 3`` must not become class 3)."""
+    if labels.dtype.itemsize > 4:
+        keep = (labels >= 0) & (labels < num_classes)
+        if ignore_index is not None:
+            keep = keep | (labels == ignore_index)
+        labels = jnp.where(keep, labels, num_classes if ignore_index != num_classes else -1)
+    return labels.astype(jnp.int32)
+
+
 def as_int_array(x: Any, name: str) -> jax.Array:
     """Returns ``x`` as a JAX integer array (see :func:`widen_labels`), raising ``TypeError`` unless it is one."""
     arr = jnp.asarray(x)

@@ -876,7 +876,7 @@ def prepare(
     )
     cw = None if cw is None else cw.astype(st.acc_dtype)
     h2 = hidden.reshape(-1, d)
-    y = labels.reshape(-1).astype(jnp.int32)
+    y = _checks.labels_as_int32(labels.reshape(-1), st.global_vocab, ignore_index)
     return _Prepared(st, opts, h2, weight, bias, y, cw, batch_shape)
 
 

@@ -209,7 +209,7 @@ def vocab_parallel_softmax_cross_entropy(
         out = _fused.reduce_over(empty, empty, reduction, batch_axis_name)
         return (out, empty) if return_lse else out
     x = logits.reshape(n, v_local)
-    y = labels.reshape(n).astype(jnp.int32)
+    y = _checks.labels_as_int32(labels.reshape(n), st.global_vocab, ignore_index)
     losses, lse = _dense(st, x, y, cw, opts)
     example_weight = lax.stop_gradient(_fused._coefficients(st, opts, y, cw)[3])
     losses, lse, example_weight = (a.reshape(labels.shape) for a in (losses, lse, example_weight))
@@ -372,7 +372,7 @@ def sharded_softmax_cross_entropy(
             soft_cap=soft_cap,
             temperature=temperature,
             reduction=reduction,
-            batch_axis_name=batch_axis,
+            batch_axis_name=batch_axis if labels.ndim else None,  # a 0-d batch is not split over it
         )
 
     out_spec = PartitionSpec(*b_spec) if reduction == "none" else PartitionSpec()
@@ -462,7 +462,7 @@ def sharded_linear_softmax_cross_entropy(
             token_chunk_size=token_chunk_size,
             schedule=schedule,
             weight_layout=weight_layout,
-            batch_axis_name=batch_axis,
+            batch_axis_name=batch_axis if labels.ndim else None,  # a 0-d batch is not split over it
         )
 
     out_spec = PartitionSpec(*b_spec) if reduction == "none" else PartitionSpec()

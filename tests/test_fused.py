@@ -460,3 +460,15 @@ def test_one_pass_16_bit_hidden_stores_the_scaled_gradient():
     got = jax.grad(fused)(h)
     assert got.dtype == jnp.float16
     np.testing.assert_allclose(got.astype(np.float32), jax.grad(reference)(h), rtol=1e-2, atol=1e-2)
+
+
+def test_64_bit_labels_out_of_range_stay_out_of_range():
+    """Under x64, ``2**32 + 3`` is not class 3 after the kernels' cast to int32: NaN, like the dense loss."""
+    with jax.enable_x64(True):
+        h = jnp.ones((3, 3))
+        w = jnp.arange(15.0).reshape(3, 5) / 10
+        y = jnp.array([2**32 + 3, 3, -100], jnp.int64)
+        got = jxent.linear_softmax_cross_entropy(h, w, y, ignore_index=-100, reduction="none")
+        expected = jxent.softmax_cross_entropy_with_integer_labels(h @ w, y, ignore_index=-100)
+        assert np.isnan(got[0]) and np.isnan(expected[0])
+        np.testing.assert_allclose(got[1:], expected[1:], rtol=1e-12)
