@@ -28,6 +28,11 @@ names both sizes (the wrappers check it; inside ``shard_map`` the slices are equ
 ``-inf`` logits is not done: choose a mesh whose vocabulary axis divides ``V``, or size the model's vocabulary to a
 multiple of it (as is common, e.g. a multiple of 128).
 
+Masked classes (``-inf`` logits) are handled as in the dense loss as long as no label smoothing is used and every
+row keeps at least one finite logit. Label smoothing here is spread over all ``V`` classes (the dense loss spreads
+it over the present ones), so a ``-inf`` logit then gives a ``+inf`` loss; a row whose logits are all ``-inf``
+gives NaN (the dense loss gives 0 and does not count it). Both results are visible, never a finite wrong number.
+
 Reference: Shoeybi et al., `Megatron-LM: Training Multi-Billion Parameter Language Models Using Model Parallelism
 <https://arxiv.org/abs/1909.08053>`_, 2019.
 """
@@ -129,7 +134,8 @@ def vocab_parallel_softmax_cross_entropy(
     """Softmax cross-entropy with integer labels over vocabulary-sharded logits; call inside :func:`jax.shard_map`.
 
     Equals :func:`jxent.softmax_cross_entropy_with_integer_labels` of the gathered logits (same options, formula and
-    gradients), computed from this device's slice with ``pmax``/``psum`` over ``axis_name``:
+    gradients; for ``-inf`` logits see the module docstring), computed from this device's slice with
+    ``pmax``/``psum`` over ``axis_name``:
 
     .. math::
       \\ell = (1-\\varepsilon) w_y (\\mathrm{lse} - z_y) + \\frac{\\varepsilon}{V} \\sum_{c<V} w_c (\\mathrm{lse} - z_c)
@@ -344,7 +350,7 @@ def sharded_softmax_cross_entropy(
       reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
 
     Returns:
-      The loss, equal to the dense loss on the gathered logits.
+      The loss, equal to the dense loss on the gathered logits (for ``-inf`` logits see the module docstring).
     """
     logits = _checks.as_float_array(logits, "logits")
     labels = _checks.as_int_array(labels, "labels")
