@@ -254,6 +254,10 @@ def log1m_softmax(z: jax.Array) -> jax.Array:
     For the largest entry, :math:`\\log(1 - p_{c^*}) = \\mathrm{lse}(z_{\\setminus c^*}) - \\mathrm{lse}(z)`; every
     other entry has :math:`p_c \\le 1/2`, where ``log1p(-p)`` is exact. Derivatives are finite everywhere.
     """
+    # Shift by the (finite) row maximum first: the difference of two log-sum-exps of 1e8-sized logits would
+    # otherwise lose all its digits.
+    m = lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    z = z - jnp.where(jnp.isfinite(m), m, 0.0)
     top = lax.stop_gradient(jnp.argmax(z, axis=-1))
     is_top = jnp.arange(z.shape[-1]) == top[..., None]
     lse_rest = logsumexp_last(jnp.where(is_top, -jnp.inf, z))

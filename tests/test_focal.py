@@ -177,3 +177,15 @@ def test_float64_and_class_axis_0(x64):
     np.testing.assert_allclose(s, ref.sigmoid_focal_loss(x, soft, alpha=0.25, gamma=0.5), rtol=1e-10)
     expected = ref.softmax_focal_loss(np.asarray(x).T, ref.one_hot(labels, 4), gamma=0.5)
     np.testing.assert_allclose(m, expected, rtol=1e-10)
+
+
+def test_softmax_focal_large_logits_keep_their_digits():
+    """``log(1 - p_top)`` is a difference of two log-sum-exps: taken after the row maximum is subtracted, it keeps
+    its digits at 1e8-sized logits (it was 0.693 instead of 0.173 before)."""
+    big = 2.0**26  # float32 holds big + multiples of 8 exactly
+    z = jnp.array([[big, big, 0.0], [big + 8, big, big - 8], [1e30, 1e30, -1e30]], jnp.float32)
+    labels = jnp.array([0, 1, 1])
+    got = jax.jit(lambda z: mfl(z, labels))(z)
+    expected = ref.softmax_focal_loss(np.asarray(z, np.float64), ref.one_hot(labels, 3))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert np.all(np.isfinite(jax.grad(lambda z: jnp.sum(mfl(z, labels)))(z)))
