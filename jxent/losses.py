@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jax
+import numpy as np
 
 from jxent import binary, cross_entropy, divergence, focal, probabilities, robust
 
@@ -32,11 +33,25 @@ __all__ = [
 ]
 
 
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list) else value
+
+
 @dataclasses.dataclass(frozen=True)
 class _Loss:
     """Stores keyword arguments for ``fn``; calling it forwards ``(logits, labels, **options)``."""
 
     fn: ClassVar[Callable[..., jax.Array]]
+
+    def __post_init__(self) -> None:
+        # Concrete arrays and lists (class weights, alpha) are stored as nested tuples, so the object stays hashable
+        # and comparable by value (a static ``jit`` argument); traced values are kept as they are.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list | np.ndarray) or (
+                isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
+            ):
+                object.__setattr__(self, f.name, _as_tuple(np.asarray(value).tolist()))
 
     def options(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -122,6 +122,20 @@ def test_hashable_and_usable_as_a_static_argument():
     assert len(traces) == 2
 
 
+def test_array_options_are_stored_as_tuples_and_stay_hashable():
+    """Class weights given as a NumPy/JAX array or a list: the object hashes and compares by value."""
+    weights = [1.0, 2.0, 0.5]
+    objs = [losses.CrossEntropy(weight=w) for w in (jnp.asarray(weights), np.asarray(weights), weights)]
+    assert all(o.weight == (1.0, 2.0, 0.5) for o in objs)
+    assert len({*objs}) == 1 and hash(objs[0]) == hash(objs[1])
+    step = jax.jit(lambda loss_fn, z, y: loss_fn(z, y), static_argnums=0)
+    np.testing.assert_allclose(
+        step(objs[0], LOGITS[:, :3], INT_LABELS % 3),
+        jxent.softmax_cross_entropy(LOGITS[:, :3], INT_LABELS % 3, weight=jnp.asarray(weights), reduction="mean"),
+        rtol=1e-6,
+    )
+
+
 def test_frozen():
     loss_fn = losses.CrossEntropy()
     with pytest.raises(dataclasses.FrozenInstanceError):
