@@ -282,6 +282,8 @@ def probability_labels(rows: Rows, labels: jax.Array, *, ignore_index: int | Non
     """Checks probability labels and lays them out like ``rows.z`` (``[batch..., V]``)."""
     if ignore_index is not None:
         raise ValueError("`ignore_index` applies to integer labels only; mask probability labels with `where`.")
+    if labels.dtype == jnp.bool_:  # one-hot masks, as optax accepts them
+        labels = labels.astype(rows.z.dtype)
     if not (jnp.issubdtype(labels.dtype, jnp.floating) or jnp.issubdtype(labels.dtype, jnp.integer)):
         raise TypeError(f"`labels` must be numeric; got dtype {labels.dtype}.")
     _checks.check_broadcastable(rows.shape, labels, "labels")

@@ -365,3 +365,13 @@ def test_narrow_integer_labels_compare_exactly(dtype):
     np.testing.assert_allclose(fused, np.log(num_classes), rtol=1e-6)
     if info.max >= num_classes:  # a label just past the vocabulary is out of range, not wrapped into it
         assert np.isnan(jcall(ce_int, logits[:1], jnp.asarray([num_classes], dtype)))[0]
+
+
+def test_boolean_one_hot_labels_as_in_optax():
+    logits = _logits((4, 5), seed=12)
+    labels = jnp.asarray(np.eye(5)[[0, 2, 4, 1]] > 0)  # bool one-hot rows
+    got = jcall(ce, logits, labels)
+    np.testing.assert_allclose(got, optax.losses.softmax_cross_entropy(logits, labels), **OPTAX_TOL)
+    np.testing.assert_allclose(
+        got, ref.softmax_cross_entropy(logits, ref.one_hot(np.array([0, 2, 4, 1]), 5)), rtol=1e-5
+    )
