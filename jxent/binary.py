@@ -191,6 +191,18 @@ def labels_for(labels: jax.Array, dtype: Any, shape: tuple[int, ...], label_smoo
     return smooth_binary(labels.astype(dtype), label_smoothing)
 
 
+def zero_masked(where: Any, *arrays: jax.Array) -> tuple[jax.Array, ...]:
+    """``arrays`` (of one shape) with the ``where=False`` entries replaced by 0 before the loss is computed, so that
+    a masked NaN or infinite input gets a zero gradient rather than ``0 * NaN``."""
+    if where is None:
+        return arrays
+    mask = jnp.asarray(where)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(f"`where` must be a boolean mask; got dtype {mask.dtype}.")
+    _checks.check_broadcastable(arrays[0].shape, mask, "where")
+    return tuple(jnp.where(mask, a, jnp.zeros((), a.dtype)) for a in arrays)
+
+
 def apply_mask_and_reduce(
     losses: jax.Array, *, weight: Any, where: Any, reduction: str, name: str = "logits"
 ) -> jax.Array:
@@ -260,6 +272,6 @@ def sigmoid_binary_cross_entropy(
     if pos_weight is not None:
         pw = _checks.as_float_array(pos_weight, "pos_weight").astype(dtype)
         _checks.check_broadcastable(logits.shape, pw, "pos_weight")
-    x, y = jnp.broadcast_arrays(logits, y)
+    x, y = zero_masked(where, *jnp.broadcast_arrays(logits, y))
     losses = sigmoid_bce_elementwise(x, y, pw)
     return apply_mask_and_reduce(losses, weight=weight, where=where, reduction=reduction)

@@ -25,6 +25,7 @@ from jxent.binary import (
     labels_for,
     sigmoid_bce_elementwise,
     with_reference_derivatives,
+    zero_masked,
 )
 from jxent.cross_entropy import (
     _class_weight,
@@ -236,7 +237,7 @@ def sigmoid_focal_loss(
     _checks.check_broadcastable(logits.shape, labels, "labels")
     dtype = _checks.compute_dtype(logits.dtype)
     shape = jnp.broadcast_shapes(logits.shape, labels.shape)
-    x, y = jnp.broadcast_arrays(logits, labels_for(labels, dtype, shape))
+    x, y = zero_masked(where, *jnp.broadcast_arrays(logits, labels_for(labels, dtype, shape)))
     if is_zero(gamma):
         losses = sigmoid_bce_elementwise(x, y)
         if alpha is not None:

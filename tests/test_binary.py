@@ -119,3 +119,22 @@ def test_argument_errors():
         bce(x, x, label_smoothing=1.5)
     with pytest.raises(ValueError, match="reduction"):
         bce(x, x, reduction="avg")
+
+
+@pytest.mark.parametrize("fn", [jxent.sigmoid_binary_cross_entropy, jxent.sigmoid_focal_loss])
+def test_masked_nan_and_inf_inputs_give_zero_gradient(fn):
+    """Padding with garbage (NaN, inf) under ``where=False``: loss 0 and gradient 0 there, the rest unchanged."""
+    x = jnp.array([[1.0, jnp.nan, -2.0, jnp.inf]])
+    y = jnp.array([[1.0, 0.0, 0.0, jnp.nan]])
+    mask = jnp.array([[True, False, True, False]])
+
+    def total(x, y):
+        return fn(x, y, where=mask, reduction="sum")
+
+    gx, gy = jax.grad(total, (0, 1))(x, y)
+    clean = jax.grad(lambda x: fn(x[:, ::2], y[:, ::2], reduction="sum"))(x)
+    assert np.all(np.isfinite(gx)) and np.all(np.isfinite(gy))
+    np.testing.assert_array_equal(np.asarray(gx)[:, 1::2], 0.0)
+    np.testing.assert_array_equal(np.asarray(gy)[:, 1::2], 0.0)
+    np.testing.assert_allclose(gx[:, ::2], clean[:, ::2], rtol=1e-6)
+    np.testing.assert_allclose(total(x, y), fn(x[:, ::2], y[:, ::2], reduction="sum"), rtol=1e-6)
