@@ -6,8 +6,19 @@ the same-named functions of :mod:`optax.losses`. Everything public is re-exporte
 
 from jxent import losses
 from jxent.binary import sigmoid_binary_cross_entropy
-from jxent.cross_entropy import softmax_cross_entropy, softmax_cross_entropy_with_integer_labels
-from jxent.divergence import entropy, js_divergence, kl_divergence, kl_divergence_with_log_targets
+from jxent.cross_entropy import (
+    safe_softmax_cross_entropy,
+    softmax_cross_entropy,
+    softmax_cross_entropy_with_integer_labels,
+)
+from jxent.divergence import (
+    convex_kl_divergence,
+    entropy,
+    generalized_kl_divergence,
+    js_divergence,
+    kl_divergence,
+    kl_divergence_with_log_targets,
+)
 from jxent.focal import sigmoid_focal_loss, softmax_focal_loss
 from jxent.fused import linear_softmax_cross_entropy
 from jxent.parallel import (
@@ -29,8 +40,10 @@ __all__ = [
     "binary_cross_entropy",
     "categorical_cross_entropy",
     "check_labels",
+    "convex_kl_divergence",
     "entropy",
     "generalized_cross_entropy",
+    "generalized_kl_divergence",
     "js_divergence",
     "kl_divergence",
     "kl_divergence_with_log_targets",
@@ -40,6 +53,7 @@ __all__ = [
     "losses",
     "poly_loss_cross_entropy",
     "reduce_loss",
+    "safe_softmax_cross_entropy",
     "sharded_linear_softmax_cross_entropy",
     "sharded_softmax_cross_entropy",
     "sigmoid_binary_cross_entropy",

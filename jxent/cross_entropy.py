@@ -36,6 +36,7 @@ from jxent.softmax import Normalizer, logsumexp_last, normalizer, softmax_last
 from jxent.softmax import soft_cap as _soft_cap
 
 __all__ = [
+    "safe_softmax_cross_entropy",
     "softmax_cross_entropy",
     "softmax_cross_entropy_with_integer_labels",
 ]
@@ -656,3 +657,13 @@ def softmax_cross_entropy(
     lam = None if is_zero(z_loss) else lax.stop_gradient(jnp.asarray(z_loss, rows.z.dtype))
     losses = _dense_kernel(rows.z, q, lam, counted)  # zeroes the rows that do not count, whatever q holds there
     return reduce_loss(losses, weights=counted.astype(rows.z.dtype), reduction=reduction)
+
+
+def safe_softmax_cross_entropy(logits: Any, labels: Any, **options: Any) -> jax.Array:
+    """:func:`softmax_cross_entropy` under the name of :func:`optax.losses.safe_softmax_cross_entropy`.
+
+    optax's safe variant exists because its plain one gives NaN for ``-inf`` logits with zero labels; jxent's
+    :func:`softmax_cross_entropy` already takes ``0 log 0 = 0`` there (with zero gradients), so this is the same
+    function. Keyword ``options`` are those of :func:`softmax_cross_entropy`.
+    """
+    return softmax_cross_entropy(logits, labels, **options)

@@ -19,7 +19,14 @@ from jax.scipy.special import xlogy
 from jxent import _axes, _checks
 from jxent.reduction import reduce_loss
 
-__all__ = ["entropy", "js_divergence", "kl_divergence", "kl_divergence_with_log_targets"]
+__all__ = [
+    "convex_kl_divergence",
+    "entropy",
+    "generalized_kl_divergence",
+    "js_divergence",
+    "kl_divergence",
+    "kl_divergence_with_log_targets",
+]
 
 
 def _sum_classes(
@@ -167,6 +174,52 @@ def kl_divergence(
     per_example = _kl_rows(layout.to_last(log_q), layout.to_last(t), mask_last)
     weights = None if mask_last is None else jnp.any(mask_last, axis=-1)
     return reduce_loss(per_example, weights=weights, reduction=reduction)
+
+
+def generalized_kl_divergence(
+    log_predictions: Any,
+    targets: Any,
+    axis: _axes.Axis | None = -1,
+    where: Any = None,
+    *,
+    reduction: str = "none",
+) -> jax.Array:
+    """Generalized KL divergence :math:`\\sum_c t_c (\\log t_c - \\log q_c) - t_c + q_c` of unnormalised measures.
+
+    The Bregman divergence of :math:`x \\log x - x`; equal to :func:`kl_divergence` when both sum to 1. Drop-in for
+    :func:`optax.losses.generalized_kl_divergence` (same argument order); ``-inf`` log-predictions and zero
+    targets follow :func:`kl_divergence`. Gradient w.r.t. ``log_predictions``: :math:`q - t`.
+
+    Args:
+      log_predictions: :math:`\\log q` ``[..., num_classes]`` (``q`` need not sum to 1); ``-inf`` allowed.
+      targets: :math:`t \\ge 0`, broadcastable.
+      axis: Class axis or axes.
+      where: Boolean mask; masked classes are left out of the sum.
+      reduction: ``"none"`` (per example), ``"sum"`` or ``"mean"`` (over examples).
+
+    Returns:
+      Divergences ``[...]``.
+
+    References:
+      Boyd and Vandenberghe, `Convex Optimization <https://web.stanford.edu/~boyd/cvxbook/>`_, 2004, p. 90.
+    """
+    kl = kl_divergence(log_predictions, targets, axis, where)
+    log_q, t, layout, mask = _prepare(log_predictions, targets, "log_predictions", "targets", axis, where)
+    mass = _sum_classes(jnp.exp(log_q) - t, layout, mask, "none")
+    weights = None if mask is None else jnp.any(layout.to_last(mask), axis=-1)
+    return reduce_loss(kl + mass, weights=weights, reduction=reduction)
+
+
+def convex_kl_divergence(
+    log_predictions: Any,
+    targets: Any,
+    axis: _axes.Axis | None = -1,
+    where: Any = None,
+    *,
+    reduction: str = "none",
+) -> jax.Array:
+    """:func:`generalized_kl_divergence` under optax's older name (deprecated there)."""
+    return generalized_kl_divergence(log_predictions, targets, axis, where, reduction=reduction)
 
 
 def kl_divergence_with_log_targets(

@@ -376,3 +376,8 @@ def categorical_cross_entropy(p, q, axis=-1):
     log_p = to_last(clamped_log(p), axis)
     q = to_last(np.broadcast_to(f64(q), np.shape(p)), axis)
     return -np.sum(_xlog_safe(q, log_p), axis=-1)
+
+
+def generalized_kl_divergence(log_predictions, targets):
+    """``sum_c t log(t / q) - t + q`` (SciPy's ``kl_div``, elementwise) along the last axis."""
+    return np.sum(special.kl_div(f64(targets), np.exp(f64(log_predictions))), axis=-1)

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 from scipy.spatial.distance import jensenshannon
+from scipy.special import kl_div as special_kl_div
 from scipy.special import rel_entr
 
 import jxent
@@ -193,3 +194,28 @@ def test_entropy_derivative_at_zero_is_finite_and_exact_elsewhere():
     g = jax.grad(lambda p: jnp.sum(jxent.entropy(p)))(p)
     np.testing.assert_allclose(g[:2], -(np.log(0.5) + 1.0), rtol=1e-6)
     np.testing.assert_allclose(g[2], -(np.log(np.finfo(np.float32).tiny) + 1.0), rtol=1e-6)  # slope at tiny
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_generalized_kl_matches_optax_and_scipy(masked):
+    rng = np.random.default_rng(21)
+    t = jnp.asarray(rng.gamma(0.7, size=(5, 4)) * np.where(rng.random((5, 4)) < 0.25, 0.0, 1.0), jnp.float32)
+    log_q = jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)  # unnormalised
+    where = jnp.asarray(rng.random((5, 4)) < 0.7) if masked else None
+    out = jax.jit(lambda a, b, w: jxent.generalized_kl_divergence(a, b, where=w))(log_q, t, where)
+    theirs = optax.losses.generalized_kl_divergence(log_q, t, where=where)
+    np.testing.assert_allclose(out, theirs, rtol=1e-5, atol=1e-6)
+    keep = np.ones((5, 4), bool) if where is None else np.asarray(where)
+    expected = np.sum(np.where(keep, special_kl_div(t, jnp.exp(log_q)), 0.0), axis=-1)
+    np.testing.assert_allclose(out, expected, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(jxent.convex_kl_divergence(log_q, t, where=where), out, rtol=1e-6)
+    grad = jax.grad(lambda a: jnp.sum(jxent.generalized_kl_divergence(a, t, where=where)))(log_q)
+    np.testing.assert_allclose(grad, np.where(keep, np.exp(log_q) - t, 0.0), rtol=1e-5, atol=1e-6)  # q - t
+
+
+def test_safe_softmax_cross_entropy_is_the_softmax_cross_entropy():
+    logits = jnp.array([[1.0, -jnp.inf, 0.5], [2.0, 0.0, -jnp.inf]])
+    labels = jnp.array([[0.7, 0.0, 0.3], [0.0, 1.0, 0.0]])
+    out = jxent.safe_softmax_cross_entropy(logits, labels)
+    np.testing.assert_allclose(out, optax.losses.safe_softmax_cross_entropy(logits, labels), rtol=1e-6)
+    np.testing.assert_array_equal(out, jxent.softmax_cross_entropy(logits, labels))

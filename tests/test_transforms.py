@@ -72,6 +72,11 @@ LOSSES = {
         (LOG_Q, np.log(T)),
         ref.kl_divergence(LOG_Q, T),
     ),
+    "generalized_kl_divergence": (
+        jxent.generalized_kl_divergence,
+        (LOG_Q - 0.3, T),
+        ref.generalized_kl_divergence(LOG_Q - 0.3, T),
+    ),
     "entropy": (jxent.entropy, (T,), ref.entropy(T)),
     "js_divergence": (
         jxent.js_divergence,
@@ -258,6 +263,11 @@ def _grad_cases():
             lambda lq, lt: jxent.kl_divergence_with_log_targets(lq, lt),
             (jnp.log(q), jnp.log(t)),
             None,
+        ),
+        "generalized_kl_divergence": (
+            lambda lq, t: jxent.generalized_kl_divergence(lq, t),
+            (jnp.log(q) - 0.3, t),
+            1e-5,
         ),
         "entropy": (lambda t: jxent.entropy(t), (t,), 1e-5),
         "js_divergence": (lambda t, q: jxent.js_divergence(t, q), (t, q), 1e-5),

@@ -87,6 +87,8 @@ NOT_CHECKED: dict[str, str] = {
     "sharded_linear_softmax_cross_entropy": "vocabulary-parallel over a Mesh argument (as above; follow-up)",
     "vocab_parallel_softmax_cross_entropy": "runs only inside shard_map with a bound axis name (as above; follow-up)",
     "vocab_parallel_linear_softmax_cross_entropy": "runs only inside shard_map with a bound axis name (follow-up)",
+    "safe_softmax_cross_entropy": "optax's name for softmax_cross_entropy, which it calls unchanged",
+    "convex_kl_divergence": "optax's older name for generalized_kl_divergence, which it calls unchanged",
 }
 """Names in ``jxent.__all__`` that are neither losses nor softmax primitives, with the reason. Every other public
 name must have a case (the tests check this), so a new public loss cannot be left out silently."""
@@ -320,11 +322,11 @@ def _spec(
         ok = {"grad": _overflows(grad, dt), "hvp": _overflows(hvp, dt)}
         return label, fn, (p,), aux, ok, (True,) * (2 + masked)
 
-    if loss in ("kl_divergence", "kl_divergence_with_log_targets"):
+    if loss in ("kl_divergence", "kl_divergence_with_log_targets", "generalized_kl_divergence"):
         fn = _with_where(_call(loss), masked)
         log_q = _cast(d.log_softmax(), dt)
         with np.errstate(divide="ignore"):
-            t = d.targets if loss == "kl_divergence" else np.log(d.targets)
+            t = np.log(d.targets) if loss == "kl_divergence_with_log_targets" else d.targets
         return label, fn, (log_q,), (_cast(t, dt), *where_aux), none, (True,) * (2 + masked)
 
     if loss in ("entropy", "js_divergence"):
@@ -394,6 +396,7 @@ CASE_LOSSES: tuple[str, ...] = (
     "categorical_cross_entropy",
     "kl_divergence",
     "kl_divergence_with_log_targets",
+    "generalized_kl_divergence",
     "entropy",
     "js_divergence",
 )
