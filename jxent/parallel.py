@@ -46,7 +46,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jxent import _checks
 from jxent import fused as _fused
@@ -303,6 +303,18 @@ def _mesh_axis_size(mesh: Mesh, axis: Any, name: str) -> int:
     return math.prod(mesh.shape[a] for a in axes)
 
 
+def _placed(mesh: Mesh, specs: tuple, arrays: tuple) -> tuple:
+    """``arrays`` laid out as ``shard_map``'s ``in_specs`` say. On a mesh with ``Explicit`` axes (the default of
+    ``jax.make_mesh``) an array's sharding is part of its type and must already match; on ``Auto`` axes XLA
+    reshards as needed, and the arrays are passed as they are."""
+    if not any(t == AxisType.Explicit for t in getattr(mesh, "axis_types", ())):
+        return arrays
+    return tuple(
+        None if a is None else jax.sharding.reshard(a, NamedSharding(mesh, s))
+        for a, s in zip(arrays, specs, strict=True)
+    )
+
+
 def _check_divides(total: int, mesh: Mesh, axis: Any, what: str, name: str) -> None:
     size = _mesh_axis_size(mesh, axis, name)
     if total % size:
@@ -337,7 +349,8 @@ def sharded_softmax_cross_entropy(
 
     Splits the class axis of ``logits [..., V]`` over the mesh axis ``vocab_axis`` (and, optionally, the first
     batch axis over ``batch_axis``) and runs :func:`vocab_parallel_softmax_cross_entropy` in :func:`jax.shard_map`.
-    Works under ``jit``; the inputs may already be sharded that way (otherwise XLA reshards them).
+    Works under ``jit`` and eagerly, on meshes with ``Auto`` or ``Explicit`` axes (``jax.make_mesh``'s default);
+    inputs not already sharded that way are resharded first.
 
     Args:
       logits: ``[..., V]``; ``V`` must be divisible by the size of ``vocab_axis`` (``ValueError`` otherwise).
@@ -384,7 +397,7 @@ def sharded_softmax_cross_entropy(
     out_spec = PartitionSpec(*b_spec) if reduction == "none" else PartitionSpec()
     in_specs = (PartitionSpec(*b_spec, vocab_axis), PartitionSpec(*b_spec), PartitionSpec(vocab_axis))
     fn = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_spec)
-    return fn(logits, labels, cw)
+    return fn(*_placed(mesh, in_specs, (logits, labels, cw)))
 
 
 def sharded_linear_softmax_cross_entropy(
@@ -411,9 +424,10 @@ def sharded_linear_softmax_cross_entropy(
     """Vocabulary-parallel :func:`jxent.linear_softmax_cross_entropy` on global arrays.
 
     ``weight [D, V]`` (``[V, D]`` with ``weight_layout="vd"``; and ``bias``/``class_weight``) are split along ``V``
-    over ``vocab_axis``; ``hidden`` is
-    replicated over it (and optionally split along its first axis over ``batch_axis``). Runs
-    :func:`vocab_parallel_linear_softmax_cross_entropy` in :func:`jax.shard_map`; use under ``jit``.
+    over ``vocab_axis``; ``hidden`` is replicated over it (and optionally split along its first axis over
+    ``batch_axis``). Runs :func:`vocab_parallel_linear_softmax_cross_entropy` in :func:`jax.shard_map`; use under
+    ``jit``. Meshes with ``Auto`` or ``Explicit`` axes (``jax.make_mesh``'s default) both work; inputs not already
+    sharded that way are resharded first.
 
     Args:
       hidden: ``[..., D]``.
@@ -481,4 +495,4 @@ def sharded_linear_softmax_cross_entropy(
         vspec,
     )
     fn = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_spec)
-    return fn(hidden, weight, labels, bias, cw)
+    return fn(*_placed(mesh, in_specs, (hidden, weight, labels, bias, cw)))

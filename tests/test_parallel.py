@@ -277,3 +277,26 @@ def test_single_token_with_batch_axis(mesh_2x4):
     )(h0, w)
     _close(got[0], expected)
     _close(got[1], expected)
+
+
+def test_explicit_axes_mesh_from_make_mesh():
+    """``jax.make_mesh`` gives ``Explicit`` axes by default, where shard_map requires inputs already sharded as its
+    ``in_specs``: the wrappers reshard unsharded inputs (and the class weights they build) first."""
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 devices (tests/conftest.py sets XLA_FLAGS for 8 fake CPU devices)")
+    mesh = jax.make_mesh((2, 4), ("data", "vocab"), axis_types=(jax.sharding.AxisType.Explicit,) * 2)
+    h, w, b, y, cw, _ = _data(6)
+    kwargs = {"mesh": mesh, "vocab_axis": "vocab", "batch_axis": "data", "class_weight": cw, **OPTS}
+
+    def sharded(h, w):
+        logits = jxent.sharded_softmax_cross_entropy(h @ w, y, **kwargs)
+        return logits + jxent.sharded_linear_softmax_cross_entropy(h, w, y, bias=b, **kwargs)
+
+    def dense(h, w):
+        return _dense(h @ w, y, cw, "mean") + _dense(h @ w + b, y, cw, "mean")
+
+    value, grads = jax.jit(jax.value_and_grad(sharded, (0, 1)))(h, w)
+    ref_value, ref_grads = jax.value_and_grad(dense, (0, 1))(h, w)
+    _close(value, ref_value)
+    for g, r in zip(grads, ref_grads, strict=True):
+        _close(g, r)
