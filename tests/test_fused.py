@@ -439,6 +439,7 @@ def test_benchmark_quick_smoke(capsys):
     out = capsys.readouterr().out
     assert "| case | metric | naive | fused / parallel | ratio | goal | met |" in out
     assert "CPU f32 N=256 D=64 V=2048" in out and "compile-only CPU bf16" in out
+    assert "n/a (quick shapes)" in out and "**no**" not in out  # goals are for the full shapes
 
 
 def test_one_pass_16_bit_hidden_stores_the_scaled_gradient():
