@@ -445,12 +445,14 @@ def _grad_token_outer(st: _Static, opts: _Options, h, w, bias, cw, rows: _Rows, 
     return _fori(n_tok, token_body, (dh0, dw0, db0), refs)
 
 
-def _rows_pass(st: _Static, opts: _Options, h, w, bias, labels, cw, scale):
-    """Loss, ``lse`` and the gradients of ``scale * sum(loss)``, in one token-outer pass.
+def _rows_pass(st: _Static, opts: _Options, h, w, bias, labels, cw):
+    """Loss, ``lse`` and the gradients for a unit cotangent on every row, in one token-outer pass.
 
-    ``scale`` (``1 / sum of the example weights`` for ``"mean"``) is folded into the gradients before they are
-    stored, so a 16-bit ``dh`` holds the final gradient (for a unit cotangent), not an unscaled sum that may
-    overflow. Each token block's logits are kept in a ``[Tc, V]`` float32 row buffer between the statistics loop and the
+    ``dh`` is kept in float32 like ``dW``, also for 16-bit hidden states: in 16 bits the unit-cotangent gradient
+    could overflow (a ``"mean"`` over large class weights) or, scaled down first, underflow (small per-token
+    gradients before a loss-scaling cotangent); the cotangent is applied in float32.
+
+    Each token block's logits are kept in a ``[Tc, V]`` float32 row buffer between the statistics loop and the
     gradient loop, so ``weight`` takes part in three matmuls in all (as in the unfused loss).
     """
     refs = (h, w, bias, labels, cw, opts)
@@ -492,9 +494,7 @@ def _rows_pass(st: _Static, opts: _Options, h, w, bias, labels, cw, scale):
             z_loss=z_loss,
         )
         c = softmax_coefficient(a=a, b=b, counted=counted, lse=lse, weight_sum=weight_sum, z_loss=z_loss)
-        rows_blk = _Rows(
-            coef_p=c * scale, coef_a=a * scale, coef_b=None if b is None else b * scale, labels=y_blk, lse=lse
-        )
+        rows_blk = _Rows(coef_p=c, coef_a=a, coef_b=b, labels=y_blk, lse=lse)
         tvalid = _token_valid(st, i, t0)
         h_dw = _masked_rows(h_blk, tvalid)
 
@@ -517,7 +517,7 @@ def _rows_pass(st: _Static, opts: _Options, h, w, bias, labels, cw, scale):
     init = (
         zeros,
         zeros,
-        jnp.zeros(h.shape, h.dtype),
+        jnp.zeros(h.shape, st.acc_dtype),
         jnp.zeros(w.shape, st.acc_dtype),
         jnp.zeros((st.vocab if st.has_bias else 0,), st.acc_dtype),
     )
@@ -673,23 +673,23 @@ _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fused_total(st: _Static, h, w, bias, labels, cw, opts: _Options, scale):
-    """``scale * sum`` of the per-row losses, for ``"mean"``/``"sum"``: the cotangent is one scalar."""
-    return scale * jnp.sum(_forward(st, h, w, bias, labels, cw, opts)[0])
+def _fused_total(st: _Static, h, w, bias, labels, cw, opts: _Options):
+    """``sum`` of the per-row losses, for ``"mean"``/``"sum"``: the cotangent is one scalar."""
+    return jnp.sum(_forward(st, h, w, bias, labels, cw, opts)[0])
 
 
-def _fused_total_fwd(st: _Static, h, w, bias, labels, cw, opts: _Options, scale):
-    loss, _, dh, dw, db = _rows_pass(st, opts, h, w, bias, labels, cw, scale)
-    return scale * jnp.sum(loss), (dh, dw, db if st.has_bias else None, opts, scale)
+def _fused_total_fwd(st: _Static, h, w, bias, labels, cw, opts: _Options):
+    loss, _, dh, dw, db = _rows_pass(st, opts, h, w, bias, labels, cw)
+    return jnp.sum(loss), (dh, dw, db if st.has_bias else None, opts, jnp.zeros((0,), h.dtype))
 
 
 def _fused_total_bwd(st: _Static, res, ct):
-    dh, dw, db, opts, scale = res
+    dh, dw, db, opts, h_dtype = res  # h_dtype: an empty array of the hidden states' dtype
     ct = ct.astype(st.acc_dtype)
-    dh = (ct * dh).astype(dh.dtype)
+    dh = (ct * dh).astype(h_dtype.dtype)
     dw = (ct * dw).astype(st.weight_dtype)
     db = None if db is None else (ct * db).astype(st.bias_dtype)
-    return dh, dw, db, None, None, _Options(*(jnp.zeros_like(o) for o in opts)), jnp.zeros_like(scale)
+    return dh, dw, db, None, None, _Options(*(jnp.zeros_like(o) for o in opts))
 
 
 _fused_total.defvjp(_fused_total_fwd, _fused_total_bwd)
@@ -951,9 +951,8 @@ def compute(p: _Prepared, reduction: str, return_lse: bool, batch_axis_name: Any
         return (out, empty) if return_lse else out
     example_weight = lax.stop_gradient(_coefficients(st, opts, p.labels, p.class_weight)[3])
     if st.schedule == "one_pass" and reduction != "none" and not return_lse and batch_axis_name is None:
-        one = jnp.ones((), st.acc_dtype)
-        scale = one if reduction == "sum" else safe_divide(one, jnp.sum(example_weight))
-        return _fused_total(st, p.hidden, p.weight, p.bias, p.labels, p.class_weight, opts, scale)
+        total = _fused_total(st, p.hidden, p.weight, p.bias, p.labels, p.class_weight, opts)
+        return total if reduction == "sum" else safe_divide(total, jnp.sum(example_weight))
     losses, lse = _fused(st, p.hidden, p.weight, p.bias, p.labels, p.class_weight, opts)
     losses, lse, example_weight = (x.reshape(p.batch_shape) for x in (losses, lse, example_weight))
     out = reduce_over(losses, example_weight, reduction, batch_axis_name)
@@ -1016,7 +1015,7 @@ def linear_softmax_cross_entropy(
     * ``"one_pass"`` (3 matmuls; ``"mean"``/``"sum"`` only, else ``"token"``): per token block the logits go into
       a ``4 Tc V`` row buffer, and ``dh``, ``dW``, ``db`` for a unit cotangent are built in the forward pass and
       scaled by the scalar cotangent afterwards. Holds a full float32 ``dW`` (``4 D V``: the gradient's own buffer
-      for float32 weights).
+      for float32 weights) and a float32 ``dh`` (``4 N D``, also for 16-bit hidden states).
     * ``"token"`` (4 matmuls): token-outer; each ``dh`` block ``4 Tc D`` is complete after its vocabulary loop;
       full float32 ``dW`` accumulator ``4 D V``.
     * ``"vocab"`` (4 matmuls): vocabulary-outer; each ``dW`` block ``4 D Vc`` is complete after its token loop and

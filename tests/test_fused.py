@@ -473,3 +473,25 @@ def test_64_bit_labels_out_of_range_stay_out_of_range():
         expected = jxent.softmax_cross_entropy_with_integer_labels(h @ w, y, ignore_index=-100)
         assert np.isnan(got[0]) and np.isnan(expected[0])
         np.testing.assert_allclose(got[1:], expected[1:], rtol=1e-12)
+
+
+def test_one_pass_16_bit_hidden_keeps_small_gradients_under_loss_scaling():
+    """float16 training multiplies the loss by a large scale: the stored unit-cotangent ``dh`` must not be rounded to
+    16 bits before that scale is applied (small per-token ``"mean"`` gradients would flush to 0)."""
+    rng = np.random.default_rng(1)
+    n, d, v, scale = 4096, 8, 32, 2.0**16
+    h = jnp.asarray(rng.normal(size=(n, d)), jnp.float16)
+    w = jnp.asarray(rng.normal(size=(d, v)) * 1e-3, jnp.float32)
+    y = jnp.asarray(rng.integers(0, v, n))
+
+    def fused(h, schedule):
+        return scale * jxent.linear_softmax_cross_entropy(h, w, y, schedule=schedule)
+
+    def reference(h):
+        z = h.astype(jnp.float32) @ w
+        return scale * jxent.softmax_cross_entropy_with_integer_labels(z, y, reduction="mean")
+
+    expected = np.asarray(jax.grad(reference)(h))
+    got = np.asarray(jax.grad(fused)(h, "one_pass").astype(jnp.float32))
+    assert np.count_nonzero(got == 0) == np.count_nonzero(expected == 0)
+    np.testing.assert_allclose(got, expected, rtol=2e-3, atol=1e-6)
