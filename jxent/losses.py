@@ -37,6 +37,17 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list) else value
 
 
+def _hashable(value: Any) -> Any:
+    """Concrete arrays, lists and tuples of numbers as nested tuples of Python numbers; anything else (a traced
+    value, a ragged list) as it is."""
+    if isinstance(value, jax.core.Tracer) or not isinstance(value, list | tuple | np.ndarray | jax.Array):
+        return value
+    try:
+        return _as_tuple(np.asarray(value).tolist())
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError, TypeError, ValueError):
+        return value
+
+
 @dataclasses.dataclass(frozen=True)
 class _Loss:
     """Stores keyword arguments for ``fn``; calling it forwards ``(logits, labels, **options)``."""
@@ -47,11 +58,7 @@ class _Loss:
         # Concrete arrays and lists (class weights, alpha) are stored as nested tuples, so the object stays hashable
         # and comparable by value (a static ``jit`` argument); traced values are kept as they are.
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list | np.ndarray) or (
-                isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
-            ):
-                object.__setattr__(self, f.name, _as_tuple(np.asarray(value).tolist()))
+            object.__setattr__(self, f.name, _hashable(getattr(self, f.name)))
 
     def options(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

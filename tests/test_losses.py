@@ -136,6 +136,21 @@ def test_array_options_are_stored_as_tuples_and_stay_hashable():
     )
 
 
+def test_traced_options_are_kept_as_they_are():
+    """Inside ``jit`` an option may hold tracers (e.g. weights being tuned): it is passed on unchanged."""
+    z, y = LOGITS[:, :3], INT_LABELS % 3
+
+    def with_list(w0):
+        return losses.CrossEntropy(weight=[w0, 1.0, 2.0])(z, y)
+
+    def with_array(w):
+        return losses.CrossEntropy(weight=w)(z, y)
+
+    expected = jxent.softmax_cross_entropy(z, y, weight=jnp.array([0.5, 1.0, 2.0]), reduction="mean")
+    np.testing.assert_allclose(jax.jit(with_list)(0.5), expected, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(with_array)(jnp.array([0.5, 1.0, 2.0])), expected, rtol=1e-6)
+
+
 def test_frozen():
     loss_fn = losses.CrossEntropy()
     with pytest.raises(dataclasses.FrozenInstanceError):
