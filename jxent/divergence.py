@@ -63,10 +63,39 @@ def _xlogx_jvp(primals, tangents):
     return xlogx(t), (jnp.log(jnp.maximum(t, jnp.finfo(t.dtype).tiny)) + 1.0) * dt
 
 
+@jax.custom_jvp
+def _ratio(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``x / y`` with ``0 / 0 = 0``; derivative ``(dx - (x/y) dy) / y``, which never forms ``y**2`` (it underflows
+    for ``y < 1e-19`` in float32, where ``x / y**2`` itself is finite)."""
+    absent = y == 0
+    return jnp.where(absent, 0.0, x / jnp.where(absent, 1.0, y))
+
+
+@_ratio.defjvp
+def _ratio_jvp(primals, tangents):
+    (x, y), (dx, dy) = primals, tangents
+    r = _ratio(x, y)
+    absent = y == 0
+    return r, jnp.where(absent, 0.0, (dx - r * dy) / jnp.where(absent, 1.0, y))
+
+
+@jax.custom_jvp
 def _xlogy_guarded(x: jax.Array, y: jax.Array) -> jax.Array:
-    """``x * log(y)`` for ``x >= 0`` and ``y`` that is 0 only where ``x`` is: 0 there, with zero gradients."""
+    """``x * log(y)`` for ``x >= 0`` and ``y`` that is 0 only where ``x`` is: 0 there, with zero gradients.
+
+    Derivatives ``log(y) dx + (x / y) dy`` through :func:`_ratio`, so second derivatives stay finite for tiny ``y``
+    (``x / y`` is at most 2 in :func:`js_divergence`, where ``y = (x + q) / 2``).
+    """
     absent = y == 0
     return jnp.where(absent, 0.0, xlogy(x, jnp.where(absent, 1.0, y)))
+
+
+@_xlogy_guarded.defjvp
+def _xlogy_guarded_jvp(primals, tangents):
+    (x, y), (dx, dy) = primals, tangents
+    absent = y == 0
+    log_y = jnp.log(jnp.where(absent, 1.0, y))
+    return _xlogy_guarded(x, y), jnp.where(absent, 0.0, log_y * dx) + _ratio(x, y) * dy
 
 
 def _cross_term(t: jax.Array, log_q: jax.Array) -> jax.Array:

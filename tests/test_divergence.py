@@ -219,3 +219,23 @@ def test_safe_softmax_cross_entropy_is_the_softmax_cross_entropy():
     out = jxent.safe_softmax_cross_entropy(logits, labels)
     np.testing.assert_allclose(out, optax.losses.safe_softmax_cross_entropy(logits, labels), rtol=1e-6)
     np.testing.assert_array_equal(out, jxent.softmax_cross_entropy(logits, labels))
+
+
+def test_js_hessian_with_tiny_probabilities():
+    """JS's ``x log m`` terms keep finite second derivatives where ``m**2`` underflows (``m < 1e-19`` in float32):
+    the Hessian through a softmax with a logit 60 below the others equals the float64 one."""
+    z = np.array([2.0, 0.5, -60.0, -1.0])
+
+    def js(z):
+        return jxent.js_divergence(jax.nn.softmax(z), jax.nn.softmax(2.0 * z))
+
+    def plain_js(z):  # the textbook formula, in float64 (no probability here is 0 or has an underflowing square)
+        p, q = jax.nn.softmax(z), jax.nn.softmax(2.0 * z)
+        m = 0.5 * (p + q)
+        return 0.5 * jnp.sum(p * jnp.log(p / m) + q * jnp.log(q / m))
+
+    got = jax.jit(jax.hessian(js))(jnp.asarray(z, jnp.float32))
+    with jax.enable_x64(True):
+        expected = np.asarray(jax.hessian(plain_js)(jnp.asarray(z, jnp.float64)))
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-9)
