@@ -33,23 +33,38 @@ def as_float_array(x: Any, name: str) -> jax.Array:
 
 
 def widen_labels(labels: jax.Array) -> jax.Array:
-    """Integer labels narrower than 32 bits (and ``uint32``) as ``int32``.
+    """Integer labels narrower than 32 bits as ``int32``.
 
     Comparisons with ``num_classes`` and ``ignore_index`` are then exact: in ``int16`` a vocabulary of 40000 wraps
-    to a negative bound, and in ``uint8`` ``ignore_index=-100`` wraps to the valid class 156.
+    to a negative bound, and in ``uint8`` ``ignore_index=-100`` wraps to the valid class 156. (``uint32`` labels
+    stay as they are: :func:`is_ignored` compares them only with an ``ignore_index`` that ``uint32`` can hold.)
     """
-    if labels.dtype.itemsize < 4 or labels.dtype == jnp.uint32:
+    if labels.dtype.itemsize < 4:
         return labels.astype(jnp.int32)
     return labels
+
+
+def is_ignored(labels: jax.Array, ignore_index: int) -> jax.Array:
+    """``labels == ignore_index``, all False when ``ignore_index`` does not fit the labels' dtype (compared in that
+    dtype, ``2**32`` would wrap to the class 0)."""
+    info = jnp.iinfo(labels.dtype)
+    if not info.min <= ignore_index <= info.max:
+        return jnp.zeros(labels.shape, bool)
+    return labels == ignore_index
 
 
 def labels_as_int32(labels: jax.Array, num_classes: int, ignore_index: int | None) -> jax.Array:
     """``labels`` as ``int32`` for the blockwise kernels, keeping every 64-bit label that is neither a class nor
     ``ignore_index`` out of range (``2**32 + 3`` must not become class 3)."""
-    if labels.dtype.itemsize > 4:
+    info = jnp.iinfo(jnp.int32)
+    if ignore_index is not None and not info.min <= ignore_index <= info.max:
+        raise ValueError(
+            f"`ignore_index` must fit in int32 in the fused and vocabulary-parallel losses; got {ignore_index}."
+        )
+    if labels.dtype.itemsize > 4 or labels.dtype == jnp.uint32:
         keep = (labels >= 0) & (labels < num_classes)
         if ignore_index is not None:
-            keep = keep | (labels == ignore_index)
+            keep = keep | is_ignored(labels, ignore_index)
         labels = jnp.where(keep, labels, num_classes if ignore_index != num_classes else -1)
     return labels.astype(jnp.int32)
 

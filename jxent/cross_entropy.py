@@ -170,7 +170,7 @@ def integer_label_coefficients(
     """
     in_range = (labels >= 0) & (labels < num_classes)
     if ignore_index is not None:
-        counted = counted & (labels != ignore_index)
+        counted = counted & ~_checks.is_ignored(labels, ignore_index)
     safe = jnp.where(in_range, labels, 0)
     w_y = jnp.ones(labels.shape, dtype) if class_weight is None else class_weight[safe]
     eps = lax.stop_gradient(jnp.asarray(label_smoothing, dtype))

@@ -38,7 +38,7 @@ def check_labels(labels: Any, num_classes: int, *, ignore_index: int | None = No
         raise ValueError(f"`num_classes` must be a positive Python int; got {num_classes!r}.")
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index is not None:
-        bad = bad & (labels != ignore_index)
+        bad = bad & ~_checks.is_ignored(labels, ignore_index)
     flat_bad = bad.reshape(-1)
     first = jnp.argmax(flat_bad) if flat_bad.size else jnp.zeros((), jnp.int32)
     value = labels.reshape(-1)[first] if flat_bad.size else jnp.zeros((), labels.dtype)

@@ -375,3 +375,14 @@ def test_boolean_one_hot_labels_as_in_optax():
     np.testing.assert_allclose(
         got, ref.softmax_cross_entropy(logits, ref.one_hot(np.array([0, 2, 4, 1]), 5)), rtol=1e-5
     )
+
+
+def test_ignore_index_outside_the_label_dtype_ignores_nothing():
+    """Compared in int32, ``ignore_index=2**32`` would wrap to 0 and silently ignore the class 0."""
+    logits = _logits((2, 5), seed=13)
+    labels = jnp.array([0, 1])
+    expected = ref.softmax_cross_entropy(logits, ref.one_hot(np.array([0, 1]), 5))
+    np.testing.assert_allclose(jcall(ce_int, logits, labels, ignore_index=2**32), expected, rtol=1e-5)
+    jxent.validate_labels(labels, 5, ignore_index=2**32)  # both labels are valid classes
+    with pytest.raises(ValueError, match="must fit in int32 in the fused"):
+        jxent.linear_softmax_cross_entropy(jnp.ones((2, 3)), jnp.ones((3, 5)), labels, ignore_index=2**32)

@@ -75,3 +75,15 @@ def test_narrow_label_dtypes_are_checked_exactly():
     jxent.validate_labels(jnp.array([156], jnp.uint8), 300, ignore_index=-100)
     with pytest.raises(checkify.JaxRuntimeError, match="label 250 at position"):
         jxent.validate_labels(jnp.array([3, 250], jnp.uint8), 200)
+
+
+def test_uint32_labels_above_int32_are_reported_and_never_ignored():
+    labels = jnp.array([3, 2**31 + 3, 2**32 - 100], jnp.uint32)  # 2**32 - 100 is not -100
+    with pytest.raises(checkify.JaxRuntimeError, match="label 2147483651 at position"):
+        jxent.validate_labels(labels, 5, ignore_index=-100)
+    dense = jxent.softmax_cross_entropy_with_integer_labels(jnp.zeros((3, 5)), labels, ignore_index=-100)
+    fused = jxent.linear_softmax_cross_entropy(
+        jnp.ones((3, 2)), jnp.zeros((2, 5)), labels, ignore_index=-100, reduction="none"
+    )
+    for out in (dense, fused):
+        assert out[0] == pytest.approx(jnp.log(5.0)) and jnp.isnan(out[1]) and jnp.isnan(out[2])
