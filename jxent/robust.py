@@ -34,7 +34,8 @@ def poly_loss_cross_entropy(
     Args:
       logits: Logits ``[..., num_classes]``.
       labels: Target distributions like ``logits``, or integer class indices ``[...]``.
-      epsilon: Coefficient of the first polynomial term (2.0 for ImageNet classification in the paper).
+      epsilon: Coefficient of the first polynomial term (2.0 for ImageNet classification in the paper). A constant
+        (no gradient).
       axis: Class axis or axes.
       where: Boolean mask of ``logits``' shape or its batch shape.
       ignore_index: Integer label value to ignore.
@@ -48,7 +49,7 @@ def poly_loss_cross_entropy(
     targets = make_targets(rows, labels, class_weight=None, label_smoothing=0.0, ignore_index=ignore_index)
     z = jnp.where(targets.counted[..., None], rows.z, 0.0)
     p = softmax_last(z)
-    eps = jnp.asarray(epsilon, z.dtype)
+    eps = lax.stop_gradient(jnp.asarray(epsilon, z.dtype))  # a constant, like every hyperparameter
     losses = row_losses(rows.z, targets) + eps * jnp.sum(targets.q * (1.0 - p), axis=-1)
     return reduce_loss(losses, weights=targets.counted, reduction=reduction)
 

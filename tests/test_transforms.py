@@ -297,6 +297,7 @@ _CONSTANTS = [
     ("softmax focal gamma", lambda g: jxent.softmax_focal_loss(Z, Y, gamma=g)),
     ("softmax focal alpha", lambda a: jxent.softmax_focal_loss(Z, Y, alpha=a * jnp.ones(4))),
     ("gce q", lambda q: jxent.generalized_cross_entropy(Z, Y, q=q)),
+    ("poly epsilon", lambda e: jxent.poly_loss_cross_entropy(Z, T, epsilon=e)),
     (
         "fused class_weight",
         lambda w: jxent.linear_softmax_cross_entropy(Z, jnp.eye(4), Y, class_weight=w * jnp.ones(4)),
