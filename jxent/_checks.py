@@ -50,7 +50,7 @@ def is_ignored(labels: jax.Array, ignore_index: int) -> jax.Array:
     info = jnp.iinfo(labels.dtype)
     if not info.min <= ignore_index <= info.max:
         return jnp.zeros(labels.shape, bool)
-    return labels == ignore_index
+    return labels == np.asarray(ignore_index, labels.dtype)  # typed: a bare 2**31 would be taken as int32
 
 
 def labels_as_int32(labels: jax.Array, num_classes: int, ignore_index: int | None) -> jax.Array:

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
@@ -56,7 +57,7 @@ def _modulating_factor(log_one_minus_pt: jax.Array, gamma: Any) -> jax.Array:
 
 def _check_gamma_alpha(gamma: Any, alpha: Any) -> None:
     _checks.check_scalar_range(gamma, "gamma", low=0.0)
-    if alpha is not None and jnp.ndim(alpha) == 0:
+    if alpha is not None and np.ndim(alpha) == 0:
         _checks.check_scalar_range(alpha, "alpha", low=0.0, high=1.0)
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -134,6 +135,17 @@ def test_array_options_are_stored_as_tuples_and_stay_hashable():
         jxent.softmax_cross_entropy(LOGITS[:, :3], INT_LABELS % 3, weight=jnp.asarray(weights), reduction="mean"),
         rtol=1e-6,
     )
+
+
+def test_array_alpha_in_softmax_focal_loss_object():
+    """A per-class ``alpha`` array is stored as a tuple; the loss checks it without NumPy-on-tuple deprecations."""
+    loss_fn = losses.SoftmaxFocalLoss(alpha=jnp.array([0.2, 0.3, 0.5]))
+    z, y = LOGITS[:, :3], INT_LABELS % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = loss_fn(z, y)
+    expected = jxent.softmax_focal_loss(z, y, alpha=jnp.array([0.2, 0.3, 0.5]), reduction="mean")
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_traced_options_are_kept_as_they_are():

@@ -87,3 +87,12 @@ def test_uint32_labels_above_int32_are_reported_and_never_ignored():
     )
     for out in (dense, fused):
         assert out[0] == pytest.approx(jnp.log(5.0)) and jnp.isnan(out[1]) and jnp.isnan(out[2])
+
+
+def test_uint32_labels_with_an_ignore_index_above_int32():
+    """``ignore_index=2**31`` fits uint32 labels: it is compared as uint32 (a bare Python int would not fit int32)."""
+    labels = jnp.array([1, 2**31, 2**31 + 3], jnp.uint32)
+    out = jxent.softmax_cross_entropy_with_integer_labels(jnp.zeros((3, 8)), labels, ignore_index=2**31)
+    assert out[0] == pytest.approx(jnp.log(8.0)) and out[1] == 0.0 and jnp.isnan(out[2])
+    with pytest.raises(checkify.JaxRuntimeError, match="label 2147483651 at position"):
+        jxent.validate_labels(labels, 8, ignore_index=2**31)
