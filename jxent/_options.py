@@ -67,12 +67,13 @@ class CrossEntropyOptions:
         _checks.check_scalar_range(self.label_smoothing, "label_smoothing", low=0.0, high=1.0)
         _checks.check_scalar_range(self.z_loss, "z_loss", low=0.0)
         _checks.check_scalar_range(self.soft_cap, "soft_cap", low=0.0, low_open=True)
-        _checks.check_scalar_range(self.temperature, "temperature", low=0.0, high=math.inf, low_open=True,
-                                   high_open=True)
+        _checks.check_scalar_range(
+            self.temperature, "temperature", low=0.0, high=math.inf, low_open=True, high_open=True
+        )
         _checks.check_reduction(self.reduction)
         _checks.check_ignore_index(self.ignore_index)
         cap = _plain(self.soft_cap)
-        object.__setattr__(self, "soft_cap", None if cap == math.inf else cap)
+        object.__setattr__(self, "soft_cap", None if _checks.concrete_value(cap) == math.inf else cap)
         for name in ("label_smoothing", "z_loss", "temperature"):
             object.__setattr__(self, name, _plain(getattr(self, name)))
         if self.ignore_index is not None:

@@ -24,7 +24,7 @@ carry the closed-form ``custom_jvp`` rules of the softmax, written once here.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,10 @@ from jxent._options import CrossEntropyOptions, OptionArrays, is_zero
 
 __all__ = [
     "RowStats",
+    "capped",
+    "empty_stats",
     "integer_label_coefficients",
+    "integer_target_log_p",
     "log_probabilities",
     "logit_gradient",
     "logsumexp_of",
@@ -46,6 +49,7 @@ __all__ = [
     "row_stats",
     "shift",
     "softmax_coefficient",
+    "target_mass",
     "transform_logits",
 ]
 
@@ -102,19 +106,37 @@ class RowStats(NamedTuple):
         return jnp.where(self.max == jnp.inf, jnp.inf, lse)
 
 
-def row_stats(z: jax.Array, *, keepdims: bool = True) -> RowStats:
-    """:class:`RowStats` of ``z`` along its last axis (kept with size 1 when ``keepdims``).
+def _weighted_tangent(p: jax.Array, dz: jax.Array) -> jax.Array:
+    """``p * dz`` with 0 where ``p`` is 0 (an absent class's tangent may be anything, even ``inf``)."""
+    return jnp.where(p == 0, 0.0, p * dz)
 
-    The sum is written without a select: ``exp(min(z - offset, d) - d)`` is ``exp(z - m)`` in a row with a finite
-    maximum (``offset = m``, ``d = 0``) and, in a row with a ``+inf`` entry (``offset`` the largest float,
-    ``d = 1000``), 1 at the ``+inf`` entries and 0 elsewhere. On CPU, XLA fuses a reduction with its producers only
-    when they are plain arithmetic, so this keeps the statistics at two reads of ``z``.
+
+@jax.custom_jvp
+def _exp_sum(z: jax.Array, m: jax.Array) -> jax.Array:
+    """``sum(exp(shift(z, m)))`` over the last axis (kept), without a select.
+
+    ``exp(min(z - offset, d) - d)`` is ``exp(z - m)`` in a row with a finite maximum (``offset = m``, ``d = 0``)
+    and, in a row with a ``+inf`` entry (``offset`` the largest float, ``d = 1000``), 1 at the ``+inf`` entries and
+    0 elsewhere. On CPU, XLA fuses a reduction with its producers only when they are plain arithmetic, so this keeps
+    the statistics at two reads of ``z``. The derivative is written out (``min`` would halve it at the maximum).
     """
-    m = lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
     finite, pos_inf = jnp.isfinite(m), m == jnp.inf
     offset = jnp.where(pos_inf, jnp.finfo(z.dtype).max, jnp.where(finite, m, 0.0)).astype(z.dtype)
     d = jnp.where(pos_inf, _UNDERFLOW, 0.0).astype(z.dtype)
-    total = jnp.sum(jnp.exp(jnp.minimum(z - offset, d) - d), axis=-1, keepdims=True)
+    return jnp.sum(jnp.exp(jnp.minimum(z - offset, d) - d), axis=-1, keepdims=True)
+
+
+@_exp_sum.defjvp
+def _exp_sum_jvp(primals, tangents):
+    z, m = primals
+    e = jnp.exp(shift(z, m))
+    return _exp_sum(z, m), jnp.sum(_weighted_tangent(e, tangents[0]), axis=-1, keepdims=True)
+
+
+def row_stats(z: jax.Array, *, keepdims: bool = True) -> RowStats:
+    """:class:`RowStats` of ``z`` along its last axis (kept with size 1 when ``keepdims``)."""
+    m = lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    total = _exp_sum(z, m)
     if not keepdims:
         m, total = m[..., 0], total[..., 0]
     return RowStats(m, total)
@@ -143,11 +165,6 @@ def empty_stats(shape: tuple[int, ...], dtype: Any) -> RowStats:
 
 def _probabilities(z: jax.Array, stats: RowStats) -> jax.Array:
     return jnp.exp(stats.shift(z)) / jnp.where(stats.present, stats.total, 1.0)
-
-
-def _weighted_tangent(p: jax.Array, dz: jax.Array) -> jax.Array:
-    """``p * dz`` with 0 where ``p`` is 0 (an absent class's tangent may be anything, even ``inf``)."""
-    return jnp.where(p == 0, 0.0, p * dz)
 
 
 @jax.custom_jvp
@@ -188,7 +205,7 @@ def logsumexp_of(z: jax.Array, stats: RowStats) -> jax.Array:
 def _logsumexp_of_jvp(primals, tangents):
     z, stats = primals
     p = probabilities(z, stats)
-    return stats.lse, jnp.sum(_weighted_tangent(p, tangents[0]), axis=-1, keepdims=True)
+    return logsumexp_of(z, stats), jnp.sum(_weighted_tangent(p, tangents[0]), axis=-1, keepdims=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -196,20 +213,36 @@ def _logsumexp_of_jvp(primals, tangents):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def transform_logits(x: jax.Array, options: CrossEntropyOptions, arrays: OptionArrays | None = None) -> jax.Array:
+def capped(z: jax.Array, cap: Any) -> jax.Array:
+    """``cap * tanh(z / cap)``, with ``-inf`` (an absent class) kept ``-inf``."""
+    return jnp.where(z == -jnp.inf, -jnp.inf, cap * jnp.tanh(z / cap))
+
+
+class TransformFlags(Protocol):
+    """Which logit transforms apply (:class:`jxent._options.CrossEntropyOptions` or a kernel configuration)."""
+
+    @property
+    def has_cap(self) -> bool: ...
+
+    @property
+    def has_temperature(self) -> bool: ...
+
+
+def transform_logits(x: jax.Array, flags: TransformFlags, arrays: OptionArrays | None = None) -> jax.Array:
     """Soft-capping then temperature, in the compute dtype: ``cap * tanh(x / cap) / T``; ``-inf`` stays ``-inf``.
 
-    ``arrays`` holds the options as constants (:meth:`CrossEntropyOptions.arrays`); built here when not given.
+    ``arrays`` holds the options as constants (:meth:`CrossEntropyOptions.arrays`); built here from ``flags``
+    when they are the options and ``arrays`` is not given.
     """
     z = x.astype(_checks.compute_dtype(x.dtype))
-    if not (options.has_cap or options.has_temperature):
+    if not (flags.has_cap or flags.has_temperature):
         return z
     if arrays is None:
-        arrays = options.arrays(z.dtype)
-    if options.has_cap:
-        cap = arrays.soft_cap.astype(z.dtype)
-        z = jnp.where(z == -jnp.inf, -jnp.inf, cap * jnp.tanh(z / cap))
-    if options.has_temperature:
+        assert isinstance(flags, CrossEntropyOptions), "a kernel configuration passes its option arrays"
+        arrays = flags.arrays(z.dtype)
+    if flags.has_cap:
+        z = capped(z, arrays.soft_cap.astype(z.dtype))
+    if flags.has_temperature:
         z = z / arrays.temperature.astype(z.dtype)
     return z
 
@@ -262,24 +295,26 @@ def integer_label_coefficients(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def row_loss(
-    *,
-    a: jax.Array,
-    log_p_target: jax.Array,
-    b: jax.Array | None = None,
-    spread_log_p: jax.Array | None = None,
-    lse: jax.Array,
-    z_loss: jax.Array | None,
-    counted: jax.Array,
+def integer_target_log_p(
+    *, a: jax.Array, log_p_y: jax.Array, b: jax.Array | None = None, spread_log_p: jax.Array | None = None
 ) -> jax.Array:
-    """``-a log p_y - b sum_c sigma_c log p_c + z_loss lse**2`` per row, 0 for rows that do not count.
-
-    ``spread_log_p`` is :math:`\\sum_c \\sigma_c \\log p_c`. A zero coefficient times an infinite log-probability is
-    0 (a class weight of 0 on an absent target class, for instance).
-    """
-    loss = 0.0 - jnp.where(a == 0, 0.0, a * log_p_target)
+    """:math:`\\sum_c q_c \\log p_c` for ``q = a onehot(y) + b sigma``, given ``log p_y`` and
+    ``spread_log_p`` :math:`= \\sum_c \\sigma_c \\log p_c`. A zero coefficient times an infinite log-probability
+    is 0 (a class weight of 0 on an absent target class, say)."""
+    q_log_p = jnp.where(a == 0, 0.0, a * log_p_y)
     if b is not None and spread_log_p is not None:
-        loss = loss - jnp.where(b == 0, 0.0, b * spread_log_p)
+        q_log_p = q_log_p + jnp.where(b == 0, 0.0, b * spread_log_p)
+    return q_log_p
+
+
+def target_mass(*, a: jax.Array, b: jax.Array | None = None, spread_sum: Any = None) -> jax.Array:
+    """:math:`\\sum_c q_c = a + b \\sum_c \\sigma_c` for the integer-label target."""
+    return a if b is None else a + b * spread_sum
+
+
+def row_loss(*, q_log_p: jax.Array, lse: jax.Array, z_loss: jax.Array | None, counted: jax.Array) -> jax.Array:
+    """``-sum_c q_c log p_c + z_loss lse**2`` per row, 0 (whatever the inputs hold) for rows that do not count."""
+    loss = 0.0 - q_log_p
     if z_loss is not None:
         loss = loss + z_loss * jnp.square(lse)  # rows that do not count are zeroed below
     return jnp.where(counted, loss, 0.0)

@@ -18,6 +18,8 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from jxent import _checks
+from jxent._options import CrossEntropyOptions, is_zero
+from jxent._targets import class_weight_vector, make_targets, prepare_rows
 from jxent.binary import (
     apply_mask_and_reduce,
     bce_value,
@@ -27,13 +29,6 @@ from jxent.binary import (
     sigmoid_bce_elementwise,
     with_reference_derivatives,
     zero_masked,
-)
-from jxent.cross_entropy import (
-    _class_weight,
-    check_options,
-    is_zero,
-    make_targets,
-    prepare_rows,
 )
 from jxent.reduction import reduce_loss
 from jxent.softmax import log_softmax_last, logsumexp_last, softmax_last
@@ -308,8 +303,8 @@ def softmax_focal_loss(
       Lin et al., `Focal Loss for Dense Object Detection <https://arxiv.org/abs/1708.02002>`_, 2017.
     """
     _check_gamma_alpha(gamma, alpha)
-    check_options(label_smoothing=label_smoothing, reduction=reduction, ignore_index=ignore_index)
-    rows = prepare_rows(logits, axis=axis, where=where, soft_cap=None, temperature=1.0)
+    CrossEntropyOptions(label_smoothing=label_smoothing, reduction=reduction, ignore_index=ignore_index)
+    rows = prepare_rows(logits, axis=axis, where=where)
     num_classes = rows.z.shape[-1]
     class_weight = None
     if alpha is not None:
@@ -319,8 +314,8 @@ def softmax_focal_loss(
                 f"`alpha` must be a scalar or hold one weight per class, shape ({num_classes},); "
                 f"got shape {tuple(a.shape)}."
             )
-        class_weight = _class_weight(
-            jnp.broadcast_to(a, (num_classes,)) if a.ndim == 0 else a, num_classes, rows.z.dtype
+        class_weight = class_weight_vector(
+            jnp.broadcast_to(a, (num_classes,)) if a.ndim == 0 else a, num_classes, rows.z.dtype, "alpha"
         )
     targets = make_targets(
         rows,

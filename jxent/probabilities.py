@@ -16,12 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from jxent import _axes, _checks
+from jxent._targets import Rows, class_weight_vector, make_targets
 from jxent.binary import apply_mask_and_reduce, smooth_binary
-from jxent.cross_entropy import (
-    Rows,
-    _class_weight,
-    make_targets,
-)
 from jxent.reduction import reduce_loss
 
 __all__ = ["LOG_FLOOR", "binary_cross_entropy", "categorical_cross_entropy", "clamped_log"]
@@ -102,7 +98,7 @@ def categorical_cross_entropy(
         layout.batch_shape(probabilities.shape),
         tuple(probabilities.shape),
     )
-    class_weight = _class_weight(weight, log_p.shape[-1], dtype)
+    class_weight = class_weight_vector(weight, log_p.shape[-1], dtype)
     targets = make_targets(
         rows,
         labels,

@@ -9,7 +9,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from jxent import _axes, _checks
-from jxent.cross_entropy import check_options, make_targets, prepare_rows, row_losses
+from jxent._options import CrossEntropyOptions
+from jxent._targets import make_targets, prepare_rows
+from jxent.cross_entropy import probability_row_losses
 from jxent.reduction import reduce_loss
 from jxent.softmax import log_softmax_last, softmax_last
 
@@ -44,13 +46,15 @@ def poly_loss_cross_entropy(
     References:
       Leng et al., `PolyLoss <https://arxiv.org/abs/2204.12511>`_, 2022.
     """
-    check_options(reduction=reduction, ignore_index=ignore_index)
-    rows = prepare_rows(logits, axis=axis, where=where, soft_cap=None, temperature=1.0)
+    options = CrossEntropyOptions(reduction=reduction, ignore_index=ignore_index)
+    rows = prepare_rows(logits, axis=axis, where=where)
     targets = make_targets(rows, labels, class_weight=None, label_smoothing=0.0, ignore_index=ignore_index)
     z = jnp.where(targets.counted[..., None], rows.z, 0.0)
     p = softmax_last(z)
     eps = lax.stop_gradient(jnp.asarray(epsilon, z.dtype))  # a constant, like every hyperparameter
-    losses = row_losses(rows.z, targets) + eps * jnp.sum(targets.q * (1.0 - p), axis=-1)
+    losses = probability_row_losses(rows, targets.q, targets.counted, options) + eps * jnp.sum(
+        targets.q * (1.0 - p), axis=-1
+    )
     return reduce_loss(losses, weights=targets.counted, reduction=reduction)
 
 
@@ -84,8 +88,8 @@ def generalized_cross_entropy(
       <https://arxiv.org/abs/1805.07836>`_, 2018.
     """
     _checks.check_scalar_range(q, "q", low=0.0, high=1.0, low_open=True)
-    check_options(reduction=reduction, ignore_index=ignore_index)
-    rows = prepare_rows(logits, axis=axis, where=where, soft_cap=None, temperature=1.0)
+    CrossEntropyOptions(reduction=reduction, ignore_index=ignore_index)
+    rows = prepare_rows(logits, axis=axis, where=where)
     targets = make_targets(rows, labels, class_weight=None, label_smoothing=0.0, ignore_index=ignore_index)
     z = jnp.where(targets.counted[..., None], rows.z, 0.0)
     log_p = log_softmax_last(z)

@@ -1,0 +1,92 @@
+"""Finishing each row of the fused loss from its statistics: loss, log-sum-exp and gradient coefficients.
+
+The statistics pass leaves, per row, the :class:`jxent._rowmath.RowStats` and the additive
+:class:`jxent.fused.blocks.RowSums` of the classes this device holds. :func:`finish_rows` combines them over the
+vocabulary group (the identity on one device), then applies the row formulas of :mod:`jxent._rowmath`:
+:math:`q = a\\,\\mathrm{onehot}(y) + b\\,\\sigma` over the present classes, the row loss and the factor of the
+softmax in its gradient. Nothing here is specific to blocks or devices.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jxent._options import OptionArrays
+from jxent._rowmath import (
+    RowStats,
+    integer_label_coefficients,
+    integer_target_log_p,
+    row_loss,
+    softmax_coefficient,
+    target_mass,
+)
+from jxent.fused.blocks import RowCoefficients, RowSums
+from jxent.fused.config import FusedConfig
+
+__all__ = ["FinishedRows", "finish_rows", "row_cotangents"]
+
+
+class FinishedRows(NamedTuple):
+    """Per-row results: the loss, ``lse``, the coefficients of ``q`` and of the softmax in ``dloss/dz``, and the
+    weight of the row in the ``"mean"`` denominator (0 for rows that do not count)."""
+
+    loss: jax.Array
+    lse: jax.Array
+    a: jax.Array
+    b: jax.Array | None
+    coef: jax.Array
+    example_weight: jax.Array
+
+
+def global_class_weight(cfg: FusedConfig, cw: Any) -> Any:
+    """The ``[V]`` class weights of the whole vocabulary (gathered from the slices when sharded)."""
+    return None if cw is None else cfg.group.gather(cw)
+
+
+def finish_rows(
+    cfg: FusedConfig, arrays: OptionArrays, labels: jax.Array, cw_all: Any, stats: RowStats, sums: RowSums
+) -> FinishedRows:
+    """Loss and gradient coefficients of rows with global ``labels`` from this device's statistics and sums.
+
+    ``cw_all`` are the class weights of the whole vocabulary (:func:`global_class_weight`).
+    """
+    stats, sums = cfg.group.combine(stats, sums)
+    lse = stats.lse
+    a, b, counted, example_weight = integer_label_coefficients(
+        labels,
+        cfg.global_vocab,
+        class_weight=cw_all,
+        label_smoothing=arrays.label_smoothing if cfg.has_smoothing else 0.0,
+        num_present=sums.num_present,
+        ignore_index=cfg.ignore_index,
+        counted=stats.present,
+        dtype=cfg.acc_dtype,
+    )
+    spread_log_p = None
+    if b is not None:
+        assert sums.weighted is not None and sums.spread is not None  # kept whenever there is smoothing
+        spread_log_p = sums.weighted - jnp.where(sums.spread == 0, 0.0, sums.spread * lse)
+    q_log_p = integer_target_log_p(a=a, log_p_y=stats.log_prob(sums.target), b=b, spread_log_p=spread_log_p)
+    z_loss = arrays.z_loss if cfg.has_z_loss else None
+    loss = row_loss(q_log_p=q_log_p, lse=lse, z_loss=z_loss, counted=counted)
+    mass = target_mass(a=a, b=b, spread_sum=sums.spread)
+    coef = softmax_coefficient(target_mass=mass, lse=lse, z_loss=z_loss, counted=counted)
+    return FinishedRows(loss, lse, a, b, coef, example_weight)
+
+
+def row_cotangents(
+    cfg: FusedConfig, rows: FinishedRows, labels: jax.Array, ct_loss: jax.Array, ct_lse: jax.Array
+) -> RowCoefficients:
+    """The coefficients of ``dx`` for per-row cotangents of the loss and of ``lse``
+    (:math:`\\partial\\,\\mathrm{lse}/\\partial z = \\mathrm{softmax}(z)`)."""
+    ct_loss = ct_loss.astype(cfg.acc_dtype)
+    return RowCoefficients(
+        coef_p=ct_loss * rows.coef + jnp.where(jnp.isfinite(rows.lse), ct_lse.astype(cfg.acc_dtype), 0.0),
+        coef_a=ct_loss * rows.a,
+        coef_b=None if rows.b is None else ct_loss * rows.b,
+        labels=cfg.group.local_labels(labels, cfg.vocab),
+        lse=rows.lse,
+    )
