@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jxent import _axes, _checks
+from jxent import _axes, _checks, binary
 from jxent._targets import Rows, class_weight_vector, make_targets
 from jxent.binary import apply_mask_and_reduce, smooth_binary
 from jxent.reduction import reduce_loss
@@ -47,6 +47,22 @@ def _clamped_log_jvp(floor, primals, tangents):
     return clamped_log(p, floor), dp / jnp.maximum(p, floor)
 
 
+def _zero_masked_labels(labels: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Floating (distribution) labels broadcast to ``mask``'s shape, with the masked entries set to 0, so that a
+    masked NaN or infinite label (or a NaN class weight on a masked class) gives a zero gradient rather than
+    ``0 * NaN``. Other labels (class indices, integer or boolean distributions, labels that do not broadcast, which
+    :func:`make_targets` then reports) are returned as they are."""
+    if mask is None or not jnp.issubdtype(labels.dtype, jnp.floating):
+        return labels
+    try:
+        shape = jnp.broadcast_shapes(labels.shape, mask.shape)
+    except ValueError:
+        return labels
+    if shape != tuple(mask.shape):
+        return labels
+    return jnp.where(mask, labels, jnp.zeros((), labels.dtype))
+
+
 def categorical_cross_entropy(
     probabilities: Any,
     labels: Any,
@@ -70,7 +86,8 @@ def categorical_cross_entropy(
       probabilities: Predicted probabilities ``[..., num_classes]``.
       labels: Target distributions of the same shape, or integer class indices ``[...]``.
       axis: Class axis or axes.
-      where: Boolean mask of the shape of ``probabilities`` or of the batch shape.
+      where: Boolean mask of the shape of ``probabilities`` or of the batch shape. Masked entries give loss 0
+        and gradient 0, whatever they hold (NaN or infinite probabilities or labels included).
       weight, ignore_index, label_smoothing, reduction: As in :func:`jxent.softmax_cross_entropy`.
 
     Returns:
@@ -84,7 +101,11 @@ def categorical_cross_entropy(
     layout = _axes.class_layout(axis, probabilities.ndim, "probabilities")
     mask = _axes.expand_where(where, layout, probabilities.shape)
     dtype = _checks.compute_dtype(probabilities.dtype)
-    log_p = layout.to_last(clamped_log(probabilities.astype(dtype), grad_floor(probabilities.dtype)))
+    # Masked probabilities and labels are set to 0 first: a NaN or infinite value there must not reach the
+    # gradient as 0 * NaN (the masked log-probabilities are -inf below either way).
+    p = probabilities if mask is None else binary.zero_masked(mask, probabilities)[0]
+    labels = _zero_masked_labels(jnp.asarray(labels), mask)
+    log_p = layout.to_last(clamped_log(p.astype(dtype), grad_floor(probabilities.dtype)))
     class_mask = row_mask = None
     if mask is not None:
         class_mask = layout.to_last(mask)
@@ -132,7 +153,8 @@ def binary_cross_entropy(
       labels: Labels in ``[0, 1]``, broadcastable to ``probabilities``.
       weight: Element weights, broadcastable.
       label_smoothing: :math:`\\varepsilon`; labels become :math:`y(1-\\varepsilon)+\\varepsilon/2`.
-      where: Boolean mask; masked elements give 0 and do not count in ``"mean"``.
+      where: Boolean mask; masked elements give 0 (and gradient 0, even for a NaN or infinite probability or
+        label there) and do not count in ``"mean"``.
       reduction: ``"none"``, ``"sum"`` or ``"mean"``.
 
     Returns:
@@ -146,7 +168,9 @@ def binary_cross_entropy(
     dtype = _checks.compute_dtype(probabilities.dtype)
     p = probabilities.astype(dtype)
     y = smooth_binary(labels.astype(dtype), label_smoothing)
-    p, y = jnp.broadcast_arrays(p, y)
+    # Masked elements are set to 0 before the loss (as for the sigmoid losses): a NaN or infinite probability or
+    # label there then gives loss 0 and gradient 0, not 0 * NaN.
+    p, y = binary.zero_masked(where, *jnp.broadcast_arrays(p, y))
     floor = grad_floor(probabilities.dtype)
     losses = 0.0 - (y * clamped_log(p, floor) + (1.0 - y) * clamped_log(1.0 - p, floor))
     return apply_mask_and_reduce(losses, weight=weight, where=where, reduction=reduction)

@@ -126,3 +126,86 @@ def test_argument_errors():
         bce(p, p, label_smoothing=-0.1)
     with pytest.raises(ValueError, match="labels"):
         bce(p, jnp.ones((4,)))
+
+
+def _poison(x, mask, values):
+    """``x`` with the masked (``mask=False``) entries replaced by ``values`` in turn (NaN, +inf, -inf, ...)."""
+    x = np.array(x)
+    masked = np.argwhere(~np.broadcast_to(mask, x.shape))
+    for i, idx in enumerate(masked):
+        x[tuple(idx)] = values[i % len(values)]
+    return jnp.asarray(x)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_binary_masked_nan_and_inf_give_zero_loss_and_gradient(reduction):
+    rng = np.random.default_rng(7)
+    p = jnp.asarray(rng.uniform(0.05, 0.95, size=(4, 5)), jnp.float32)
+    y = jnp.asarray(rng.random((4, 5)), jnp.float32)
+    where = jnp.asarray(rng.random((4, 5)) < 0.6)
+    weight = jnp.asarray(rng.uniform(0.5, 2, size=(4, 5)), jnp.float32)
+    bad_p = _poison(p, where, [np.nan, np.inf, -np.inf, 2.0])
+    bad_y = _poison(y, where, [np.inf, np.nan, -np.inf])
+    bad_w = _poison(weight, where, [np.nan, np.inf])
+
+    def loss(p, y, w):
+        return bce(p, y, weight=w, where=where, reduction=reduction)
+
+    grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+    clean_value, clean_grads = grads(p, y, weight)
+    for args in [(bad_p, y, weight), (p, bad_y, weight), (p, y, bad_w), (bad_p, bad_y, bad_w)]:
+        value, g = grads(*args)
+        np.testing.assert_array_equal(value, clean_value)
+        for g_bad, g_clean in zip(g, clean_grads, strict=True):
+            assert np.all(np.isfinite(g_bad))
+            np.testing.assert_array_equal(np.where(where, 0.0, g_bad), 0.0)  # exactly 0 where masked
+            np.testing.assert_array_equal(g_bad, g_clean)
+        out = jax.jit(lambda p, y, w: bce(p, y, weight=w, where=where))(*args)
+        np.testing.assert_array_equal(np.where(where, 0.0, out), 0.0)
+        assert np.all(np.isfinite(out))
+    # Without a weight too, and the gradient elsewhere is the closed form.
+    g = jax.jit(jax.grad(lambda p: bce(p, y, where=where, reduction="sum")))(bad_p)
+    pp, yy = ref.f64(p), ref.f64(y)
+    np.testing.assert_allclose(g, np.where(where, (pp - yy) / (pp * (1 - pp)), 0.0), rtol=1e-5)
+    np.testing.assert_array_equal(np.where(where, 0.0, g), 0.0)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("form", ["integer", "probabilities"])
+@pytest.mark.parametrize("mask_kind", ["classes", "rows"])
+def test_categorical_masked_nan_and_inf_give_zero_loss_and_gradient(mask_kind, form, label_smoothing):
+    p = _probs((5, 4), seed=9)
+    t = _probs((5, 4), seed=10)
+    int_labels = jnp.array([0, 3, 2, 0, 3])
+    if mask_kind == "classes":  # class 1 masked everywhere, plus a few more entries (none on the integer labels)
+        where = np.ones((5, 4), bool)
+        where[:, 1] = False
+        where[2, 0] = where[4, 2] = False
+        full = where
+    else:  # a batch-shaped mask: whole rows
+        where = np.array([True, False, True, False, True])
+        full = np.broadcast_to(where[:, None], (5, 4))
+    where = jnp.asarray(where)
+    # A NaN class weight on class 1, masked everywhere in the per-class case (a row mask does not mask a class).
+    weight = jnp.array([0.5, np.nan if mask_kind == "classes" else 1.5, 2.0, 1.0])
+    bad_p = _poison(p, full, [np.nan, np.inf, -np.inf, 3.0])
+    bad_t = _poison(t, full, [np.inf, np.nan, -np.inf])
+    clean_weight = jnp.where(jnp.isnan(weight), 1.0, weight)
+
+    def loss(p, t, weight):
+        labels = int_labels if form == "integer" else t
+        opts = {"where": where, "weight": weight, "label_smoothing": label_smoothing}
+        return cce(p, labels, reduction="mean", **opts), cce(p, labels, **opts)
+
+    run = jax.jit(lambda p, t, w: (loss(p, t, w)[1], jax.grad(lambda p, t: loss(p, t, w)[0], argnums=(0, 1))(p, t)))
+    clean_out, clean_grads = run(p, t, clean_weight)
+    for args in [(bad_p, t, weight), (p, bad_t, weight), (bad_p, bad_t, weight), (bad_p, bad_t, clean_weight)]:
+        out, grads = run(*args)
+        np.testing.assert_array_equal(out, clean_out)
+        assert np.all(np.isfinite(out))
+        for g_bad, g_clean in zip(grads, clean_grads, strict=True):
+            assert np.all(np.isfinite(g_bad))
+            np.testing.assert_array_equal(np.where(full, 0.0, g_bad), 0.0)  # exactly 0 where masked
+            np.testing.assert_array_equal(g_bad, g_clean)
+    if mask_kind == "rows":
+        np.testing.assert_array_equal(np.where(where, 0.0, clean_out), 0.0)
