@@ -1,8 +1,9 @@
 """Independent float64 references for the jxent tests, in NumPy and SciPy only.
 
-Nothing here imports jxent or optax: every function is written from the textbook (or torch) formula, evaluated in
-float64, so the tests compare two independent implementations. Inputs are converted with ``np.asarray(x,
-np.float64)``; a 16-bit array is therefore compared on exactly the values it holds.
+Nothing here uses jxent's losses or optax: every function is written from the textbook (or torch) formula,
+evaluated in float64, so the tests compare two independent implementations. Only the tolerances come from jxent
+(:mod:`jxent.testing.tolerances`, plain numbers), so that they are stated once. Inputs are converted with
+``np.asarray(x, np.float64)``; a 16-bit array is therefore compared on exactly the values it holds.
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-# Tolerances (rtol, atol) against a float64 reference, keyed by the dtype of the *result* being checked. Losses of
-# 16-bit inputs are computed and returned in float32, so they use the float32 row (against the reference evaluated
-# on the 16-bit-rounded inputs); ``softmax``/``log_softmax``/``logsumexp`` return the input dtype and use its row.
-_TOL = {"float64": (1e-10, 1e-12), "float32": (2e-5, 2e-5), "bfloat16": (2e-2, 2e-2), "float16": (2e-3, 2e-3)}
+from jxent.testing.tolerances import reference_tolerance
 
 
 def tol(dtype) -> dict[str, float]:
-    """``dict(rtol=..., atol=...)`` for a result of ``dtype``."""
-    rtol, atol = _TOL[np.dtype(dtype).name]
-    return {"rtol": rtol, "atol": atol}
+    """``dict(rtol=..., atol=...)`` for a result of ``dtype`` against these references: the row of
+    :data:`jxent.testing.tolerances.REFERENCE_TOLERANCES`, keyed by the dtype of the *result* being checked. Losses
+    of 16-bit inputs are computed and returned in float32, so they use the float32 row (against the reference
+    evaluated on the 16-bit-rounded inputs); ``softmax``/``log_softmax``/``logsumexp`` and gradients return the
+    input dtype and use its row."""
+    return reference_tolerance(dtype)
 
 
 def f64(x) -> np.ndarray:

@@ -114,7 +114,7 @@ def test_16_bit_inputs_and_labels(dtype):
     ]:
         loss, grad = jax.jit(lambda x, fn=fn: (fn(x, y), jax.grad(lambda x: jnp.sum(fn(x, y)))(x)))(x)
         assert loss.dtype == jnp.float32 and grad.dtype == dtype, name
-        np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(loss, expected, **ref.tol(jnp.float32), err_msg=name)
         g32 = jax.grad(lambda x, fn=fn: jnp.sum(fn(x, y.astype(jnp.float32))))(x.astype(jnp.float32))
         np.testing.assert_allclose(ref.f64(grad), ref.f64(g32), **ref.tol(dtype), err_msg=name)
 

@@ -13,6 +13,7 @@ import optax
 import pytest
 
 import jxent
+from jxent.testing.tolerances import optax_tolerance
 from tests import reference as ref
 
 ce_int = jxent.softmax_cross_entropy_with_integer_labels
@@ -88,14 +89,14 @@ def test_float64_under_x64(x64):
     np.testing.assert_allclose(out, expected, rtol=1e-12)
     g = jgrad(ce_int, logits, labels)
     assert g.dtype == jnp.float64
-    np.testing.assert_allclose(g, ref.cross_entropy_grad(logits, dense), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(g, ref.cross_entropy_grad(logits, dense), **ref.tol(jnp.float64))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # optax agreement
 # ----------------------------------------------------------------------------------------------------------------
 
-OPTAX_TOL = {"rtol": 1e-6, "atol": 1e-6}
+OPTAX_TOL = optax_tolerance()
 
 
 @pytest.mark.parametrize(("shape", "axis"), [((6, 5), -1), ((5, 6), 0), ((2, 3, 4), (1, 2)), ((2, 3, 4), (-1, -2))])
@@ -206,7 +207,7 @@ def test_all_logit_options_match_reference(labels_kind):
         soft_cap_value=4.0,
         temperature=0.7,
     )
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, expected, **ref.tol(jnp.float32))
 
 
 def test_masked_vocabulary_equals_the_reduced_vocabulary():
@@ -233,7 +234,7 @@ def test_integer_labels_of_full_shape_are_one_hot_vectors():
     logits = _logits((3, 4), seed=23)
     onehot = jnp.asarray(np.eye(4, dtype=np.int32)[[1, 0, 3]])
     np.testing.assert_allclose(
-        jcall(ce, logits, onehot), optax.losses.softmax_cross_entropy(logits, onehot), rtol=1e-6, atol=1e-6
+        jcall(ce, logits, onehot), optax.losses.softmax_cross_entropy(logits, onehot), **OPTAX_TOL
     )
 
 
@@ -271,7 +272,7 @@ def test_gradient_closed_form(use_weight, label_smoothing, z_loss):
     weight = np.float32(np.random.default_rng(27).uniform(0.5, 2, size=c)) if use_weight else None
     g = jgrad(ce_int, logits, labels, weight=weight, label_smoothing=label_smoothing, z_loss=z_loss)
     q = _target_weights(labels, c, weight, label_smoothing)
-    np.testing.assert_allclose(g, ref.cross_entropy_grad(logits, q, z_loss=z_loss), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g, ref.cross_entropy_grad(logits, q, z_loss=z_loss), **ref.tol(jnp.float32))
 
 
 def test_gradient_through_soft_cap_and_temperature():
@@ -281,7 +282,7 @@ def test_gradient_through_soft_cap_and_temperature():
     g = jgrad(ce_int, logits, labels, soft_cap=cap, temperature=temperature)
     z = ref.soft_cap(logits, cap) / temperature
     chain = (1 - np.tanh(ref.f64(logits) / cap) ** 2) / temperature
-    np.testing.assert_allclose(g, ref.cross_entropy_grad(z, ref.one_hot(labels, 5)) * chain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g, ref.cross_entropy_grad(z, ref.one_hot(labels, 5)) * chain, **ref.tol(jnp.float32))
 
 
 def test_gradient_with_respect_to_probability_labels():

@@ -17,6 +17,8 @@ import jxent
 from jxent.testing import (
     DTYPES,
     NOT_CHECKED,
+    OPTAX_TOLERANCE,
+    REFERENCE_TOLERANCES,
     TOLERANCES,
     case_losses,
     compare_case,
@@ -24,8 +26,11 @@ from jxent.testing import (
     evaluate,
     finite_where_expected,
     make_cases,
+    optax_tolerance,
+    reference_tolerance,
     tolerance,
 )
+from tests import reference as ref
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,6 +66,20 @@ def test_tolerances_are_stated_per_dtype():
         assert tolerance(np.dtype(jax.numpy.dtype(dtype))) == TOLERANCES[dtype]
     with pytest.raises(ValueError, match="No agreement tolerance"):
         tolerance("int32")
+
+
+def test_reference_and_optax_tolerances_are_stated_once():
+    # Against a float64 reference: one row per result dtype, as assert_allclose keywords, also through
+    # tests/reference.py's `tol`.
+    assert set(REFERENCE_TOLERANCES) == {*DTYPES, "float64"}
+    for name, row in REFERENCE_TOLERANCES.items():
+        expected = {"rtol": row.rtol, "atol": row.atol}
+        assert reference_tolerance(name) == expected
+        assert reference_tolerance(np.zeros(2, jax.numpy.dtype(name))) == expected  # an array
+        assert ref.tol(jax.numpy.dtype(name)) == expected
+    with pytest.raises(ValueError, match="No reference tolerance"):
+        reference_tolerance("int32")
+    assert optax_tolerance() == {"rtol": OPTAX_TOLERANCE.rtol, "atol": OPTAX_TOLERANCE.atol}
 
 
 def test_cases_are_fixed_and_cover_the_extremes():

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 import jxent
+from jxent.testing.tolerances import optax_tolerance
 from tests import reference as ref
 
 sfl = jxent.sigmoid_focal_loss
@@ -33,7 +34,7 @@ def test_sigmoid_focal_matches_optax():
     for (a, g), values in zip(COMBOS, out, strict=True):
         for y, value in zip((soft, hard), values, strict=True):
             theirs = optax.losses.sigmoid_focal_loss(x, y, alpha=a, gamma=g)
-            np.testing.assert_allclose(value, theirs, rtol=1e-6, atol=1e-6, err_msg=f"alpha={a} gamma={g}")
+            np.testing.assert_allclose(value, theirs, **optax_tolerance(), err_msg=f"alpha={a} gamma={g}")
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
@@ -42,8 +43,8 @@ def test_sigmoid_focal_matches_reference(dtype):
     out = jax.jit(lambda x: [(sfl(x, soft, alpha=a, gamma=g), sfl(x, hard, alpha=a, gamma=g)) for a, g in COMBOS])(x)
     for (a, g), (v_soft, v_hard) in zip(COMBOS, out, strict=True):
         assert v_soft.dtype == jnp.float32
-        np.testing.assert_allclose(v_soft, ref.sigmoid_focal_loss(x, soft, alpha=a, gamma=g), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(v_hard, ref.sigmoid_focal_loss(x, hard, alpha=a, gamma=g), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(v_soft, ref.sigmoid_focal_loss(x, soft, alpha=a, gamma=g), **ref.tol(jnp.float32))
+        np.testing.assert_allclose(v_hard, ref.sigmoid_focal_loss(x, hard, alpha=a, gamma=g), **ref.tol(jnp.float32))
 
 
 def test_sigmoid_focal_gamma_0_is_bce():
@@ -61,7 +62,7 @@ def test_sigmoid_focal_gradient_closed_form_hard_labels():
     grads = jax.jit(lambda x: [_grad_sum(lambda x, a=a, g=g: sfl(x, hard, alpha=a, gamma=g))(x) for a, g in COMBOS])(x)
     for (a, g), value in zip(COMBOS, grads, strict=True):
         expected = ref.sigmoid_focal_grad_hard(x, hard, alpha=a, gamma=g)
-        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6, err_msg=f"alpha={a} gamma={g}")
+        np.testing.assert_allclose(value, expected, **ref.tol(jnp.float32), err_msg=f"alpha={a} gamma={g}")
 
 
 def test_sigmoid_focal_weight_where_reduction():
@@ -109,9 +110,9 @@ def test_softmax_focal_matches_reference(dtype):
     for (a, g), (v_int, v_prob) in zip(combos, run(z), strict=True):
         assert v_int.dtype == jnp.float32
         exp_int = ref.softmax_focal_loss(z, ref.one_hot(labels, 4), alpha=a, gamma=g)
-        np.testing.assert_allclose(v_int, exp_int, rtol=1e-5, atol=1e-6, err_msg=f"alpha={a} gamma={g}")
+        np.testing.assert_allclose(v_int, exp_int, **ref.tol(jnp.float32), err_msg=f"alpha={a} gamma={g}")
         exp_prob = ref.softmax_focal_loss(z, t, alpha=a, gamma=g)
-        np.testing.assert_allclose(v_prob, exp_prob, rtol=1e-5, atol=1e-6, err_msg=f"alpha={a} gamma={g}")
+        np.testing.assert_allclose(v_prob, exp_prob, **ref.tol(jnp.float32), err_msg=f"alpha={a} gamma={g}")
 
 
 def test_softmax_focal_gamma_0_is_weighted_cross_entropy():
@@ -130,7 +131,7 @@ def test_softmax_focal_gradient_closed_form_integer_labels():
     )(z)
     for g, value in grads.items():
         expected = ref.softmax_focal_grad_integer(z, labels, alpha=alpha, gamma=g)
-        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6, err_msg=f"gamma={g}")
+        np.testing.assert_allclose(value, expected, **ref.tol(jnp.float32), err_msg=f"gamma={g}")
 
 
 def test_softmax_focal_ignore_index_where_and_mean():

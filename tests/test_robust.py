@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import jxent
+from jxent.testing.tolerances import optax_tolerance
 from tests import reference as ref
 
 poly = jxent.poly_loss_cross_entropy
@@ -33,11 +34,13 @@ def test_poly_matches_optax_and_reference(shape, axis):
     out = run(z, t)
     for e, value in zip((2.0, -1.0), out, strict=False):
         np.testing.assert_allclose(
-            value, optax.losses.poly_loss_cross_entropy(z, t, epsilon=e, axis=axis), rtol=1e-6, atol=1e-6
+            value, optax.losses.poly_loss_cross_entropy(z, t, epsilon=e, axis=axis), **optax_tolerance()
         )
-        np.testing.assert_allclose(value, ref.poly_loss_cross_entropy(z, t, epsilon=e, axis=axis), rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            value, ref.poly_loss_cross_entropy(z, t, epsilon=e, axis=axis), **ref.tol(jnp.float32)
+        )
     theirs = optax.losses.poly_loss_cross_entropy(z, t, axis=axis, where=where)
-    np.testing.assert_allclose(out[2], theirs, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[2], theirs, **optax_tolerance())
 
 
 def test_poly_integer_labels_equal_one_hot_and_ignore_index():
@@ -65,7 +68,7 @@ def test_poly_gradient_closed_form():
     p = ref.softmax(z)
     tt = ref.f64(t)
     expected = (p - tt) - eps * p * (tt - np.sum(tt * p, -1, keepdims=True))
-    np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g, expected, **ref.tol(jnp.float32))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

@@ -96,7 +96,7 @@ class VariantsTest(chex.TestCase):
         fn, args, expected = LOSSES[name]
         out = self.variant(fn)(*args)
         assert out.dtype == jnp.float32
-        np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-6)
+        np.testing.assert_allclose(out, expected, **ref.tol(jnp.float32))
 
 
 def test_variants_were_generated():
