@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import re
 import warnings
 
 import jax
@@ -174,3 +175,155 @@ def test_bad_options_raise_when_called():
         losses.CrossEntropy(label_smoothing=2.0)(LOGITS, INT_LABELS)
     with pytest.raises(ValueError, match="reduction"):
         losses.SigmoidFocalLoss(reduction="avg")(LOGITS, BINARY)
+
+
+LOSS_CLASSES = sorted({c[0] for c in CASES}, key=lambda cls: cls.__name__)
+# One valid call of each class's function, to compare the object's messages with the function's.
+CALLS = {cls: (fn, p, y) for cls, fn, p, y, _ in reversed(CASES)}
+
+# (class, bad settings, exception, message): the object raises when it is built, and the function called with the
+# same settings raises the same (the temperature bound is "(0, inf)" in CrossEntropyOptions, "(0, inf]" in the
+# functions' older check).
+BAD_SETTINGS = [
+    (
+        losses.CrossEntropy,
+        {"reduction": "avg"},
+        ValueError,
+        "`reduction` must be one of ('none', 'mean', 'sum'); got 'avg'.",
+    ),
+    (losses.CrossEntropy, {"label_smoothing": 1.5}, ValueError, "`label_smoothing` must lie in [0, 1]; got 1.5."),
+    (losses.CrossEntropy, {"temperature": 0}, ValueError, "`temperature` must lie in (0, inf"),
+    (losses.CrossEntropy, {"z_loss": -1.0}, ValueError, "`z_loss` must lie in [0, inf]; got -1.0."),
+    (losses.CrossEntropy, {"soft_cap": 0.0}, ValueError, "`soft_cap` must lie in (0, inf]; got 0.0."),
+    (losses.CrossEntropy, {"ignore_index": 1.5}, TypeError, "`ignore_index` must be a Python int or None; got 1.5."),
+    (losses.CrossEntropy, {"label_smoothing": np.array([0.1, 0.2])}, ValueError, "`label_smoothing` must be a scalar"),
+    (losses.SigmoidBinaryCrossEntropy, {"label_smoothing": -0.1}, ValueError, "`label_smoothing` must lie in [0, 1]"),
+    (
+        losses.SigmoidBinaryCrossEntropy,
+        {"label_smoothing": [0.1]},
+        ValueError,
+        "`label_smoothing` must be a scalar; got list [0.1].",
+    ),
+    (losses.BinaryCrossEntropy, {"reduction": "avg"}, ValueError, "`reduction` must be one of"),
+    (
+        losses.CategoricalCrossEntropy,
+        {"ignore_index": True},
+        TypeError,
+        "`ignore_index` must be a Python int or None; got True.",
+    ),
+    (
+        losses.CategoricalCrossEntropy,
+        {"label_smoothing": float("nan")},
+        ValueError,
+        "`label_smoothing` must lie in [0, 1]; got nan.",
+    ),
+    (losses.SigmoidFocalLoss, {"gamma": -1}, ValueError, "`gamma` must lie in [0, inf]; got -1.0."),
+    (losses.SigmoidFocalLoss, {"alpha": 1.5}, ValueError, "`alpha` must lie in [0, 1]; got 1.5."),
+    (losses.SigmoidFocalLoss, {"reduction": "avg"}, ValueError, "`reduction` must be one of"),
+    (losses.SoftmaxFocalLoss, {"alpha": -0.5}, ValueError, "`alpha` must lie in [0, 1]; got -0.5."),
+    (losses.SoftmaxFocalLoss, {"label_smoothing": 2.0}, ValueError, "`label_smoothing` must lie in [0, 1]; got 2.0."),
+    (losses.SoftmaxFocalLoss, {"ignore_index": "x"}, TypeError, "`ignore_index` must be a Python int or None"),
+    (losses.PolyLoss, {"reduction": "x"}, ValueError, "`reduction` must be one of ('none', 'mean', 'sum'); got 'x'."),
+    (losses.PolyLoss, {"ignore_index": 1.5}, TypeError, "`ignore_index` must be a Python int or None; got 1.5."),
+    (losses.GeneralizedCrossEntropy, {"q": 0}, ValueError, "`q` must lie in (0, 1]; got 0.0."),
+    (losses.GeneralizedCrossEntropy, {"ignore_index": 2.0}, TypeError, "`ignore_index` must be a Python int or None"),
+    (
+        losses.KLDivergence,
+        {"reduction": None},
+        ValueError,
+        "`reduction` must be one of ('none', 'mean', 'sum'); got None.",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "settings", "error", "message"),
+    BAD_SETTINGS,
+    ids=[f"{c[0].__name__}-{next(iter(c[1]))}" for c in BAD_SETTINGS],
+)
+def test_bad_settings_raise_when_built_with_the_functions_message(cls, settings, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        cls(**settings)
+    fn, p, y = CALLS[cls]
+    with pytest.raises(error, match=re.escape(message)):
+        fn(p, y, **settings)
+
+
+def test_bad_settings_raise_in_replace():
+    loss_fn = losses.SoftmaxFocalLoss(gamma=1.0)
+    with pytest.raises(ValueError, match="`gamma` must lie in"):
+        dataclasses.replace(loss_fn, gamma=-0.5)
+    with pytest.raises(ValueError, match="`temperature` must lie in"):
+        dataclasses.replace(losses.CrossEntropy(), temperature=-1.0)
+
+
+def test_cross_entropy_settings_are_stored_normalised():
+    """CrossEntropy keeps what CrossEntropyOptions makes of its settings: Python numbers, ``soft_cap=inf`` as
+    ``None`` (the limit of no capping), so equal settings give equal objects."""
+    loss_fn = losses.CrossEntropy(
+        label_smoothing=np.float32(0.5), temperature=jnp.asarray(2.0), ignore_index=np.int64(3)
+    )
+    assert type(loss_fn.label_smoothing) is float and type(loss_fn.temperature) is float
+    assert type(loss_fn.ignore_index) is int and loss_fn.ignore_index == 3
+    assert loss_fn == losses.CrossEntropy(label_smoothing=0.5, temperature=2.0, ignore_index=3)
+    capped = losses.CrossEntropy(soft_cap=float("inf"))
+    assert capped.soft_cap is None and capped == losses.CrossEntropy() and hash(capped) == hash(losses.CrossEntropy())
+    np.testing.assert_allclose(capped(LOGITS, INT_LABELS), losses.CrossEntropy()(LOGITS, INT_LABELS), rtol=1e-6)
+
+
+def test_traced_settings_are_accepted_unchecked():
+    """Objects built inside ``jit`` from traced settings are not range-checked (their values are unknown) and give
+    the function's values."""
+    z, y = LOGITS, INT_LABELS
+
+    def objects(t):
+        return [
+            losses.CrossEntropy(label_smoothing=t / 10, z_loss=t / 100, soft_cap=t * 5, temperature=t)(z, y),
+            losses.SigmoidBinaryCrossEntropy(label_smoothing=t / 10)(z, BINARY),
+            losses.CategoricalCrossEntropy(label_smoothing=t / 10)(PROBS, y),
+            losses.SigmoidFocalLoss(alpha=t / 4, gamma=t)(z, BINARY),
+            losses.SoftmaxFocalLoss(alpha=t / 4, gamma=t, label_smoothing=t / 10)(z, y),
+            losses.PolyLoss(epsilon=t)(z, y),
+            losses.GeneralizedCrossEntropy(q=t / 2)(z, y),
+        ]
+
+    def functions(t):
+        mean = {"reduction": "mean"}
+        return [
+            jxent.softmax_cross_entropy(
+                z, y, label_smoothing=t / 10, z_loss=t / 100, soft_cap=t * 5, temperature=t, **mean
+            ),
+            jxent.sigmoid_binary_cross_entropy(z, BINARY, label_smoothing=t / 10, **mean),
+            jxent.categorical_cross_entropy(PROBS, y, label_smoothing=t / 10, **mean),
+            jxent.sigmoid_focal_loss(z, BINARY, alpha=t / 4, gamma=t, **mean),
+            jxent.softmax_focal_loss(z, y, alpha=t / 4, gamma=t, label_smoothing=t / 10, **mean),
+            jxent.poly_loss_cross_entropy(z, y, epsilon=t, **mean),
+            jxent.generalized_cross_entropy(z, y, q=t / 2, **mean),
+        ]
+
+    for got, expected in zip(jax.jit(objects)(0.9), functions(0.9), strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls", LOSS_CLASSES, ids=lambda cls: cls.__name__)
+def test_settings_are_keyword_only(cls):
+    first = dataclasses.fields(cls)[0].name
+    with pytest.raises(TypeError, match="positional"):
+        cls(getattr(cls(), first))
+    assert cls(**{first: getattr(cls(), first)}) == cls()
+
+
+def test_module_lists_only_the_loss_classes():
+    public = [name for name in dir(losses) if not name.startswith("_")]
+    assert public == sorted(losses.__all__)
+    assert public == [cls.__name__ for cls in LOSS_CLASSES]
+    assert all(isinstance(getattr(losses, name), type) and callable(getattr(losses, name)()) for name in public)
+
+
+@pytest.mark.parametrize("cls", LOSS_CLASSES, ids=lambda cls: cls.__name__)
+def test_docstrings_describe_every_setting(cls):
+    doc = cls.__doc__
+    assert f":func:`jxent.{cls.fn.__name__}`" in doc and "Example::" in doc
+    attributes = doc.split("Attributes:")[1]
+    for f in dataclasses.fields(cls):
+        assert f"\n      {f.name}: " in attributes, f.name
