@@ -158,16 +158,9 @@ class CrossEntropy(_Loss):
     reduction: str = "mean"
 
     def _validate(self) -> None:
-        values = {name: getattr(self, name) for name in _CROSS_ENTROPY_OPTIONS}
-        traced_cap = isinstance(self.soft_cap, _jax.core.Tracer)
-        if traced_cap:
-            # CrossEntropyOptions cannot hold a traced soft_cap (it compares it with inf in Python), and would not
-            # range-check it anyway; the function accepts it.
-            values["soft_cap"] = None
-        checked = _options.CrossEntropyOptions(**values)
+        checked = _options.CrossEntropyOptions(**{name: getattr(self, name) for name in _CROSS_ENTROPY_OPTIONS})
         for name in _CROSS_ENTROPY_OPTIONS:
-            if not (traced_cap and name == "soft_cap"):
-                object.__setattr__(self, name, getattr(checked, name))
+            object.__setattr__(self, name, getattr(checked, name))
 
 
 @_dataclasses.dataclass(frozen=True, kw_only=True)
