@@ -151,10 +151,12 @@ def probability_weights(
         eps = lax.stop_gradient(jnp.asarray(label_smoothing, dtype))
         num_present = jnp.maximum(jnp.sum(present, axis=-1, keepdims=True), 1).astype(dtype)
         t = (1.0 - eps) * t + jnp.where(present, eps / num_present, 0.0)
-    if class_weight is not None:
-        t = t * class_weight
     if rows.class_mask is not None:
         t = jnp.where(rows.class_mask, t, 0.0)  # optax: masked classes are left out of the sum
+        if class_weight is not None:  # a NaN weight on a masked class must not reach the gradient
+            class_weight = jnp.where(rows.class_mask, class_weight, 0.0)
+    if class_weight is not None:
+        t = t * class_weight
     return t, counted
 
 

@@ -387,3 +387,43 @@ def test_ignore_index_outside_the_label_dtype_ignores_nothing():
     jxent.validate_labels(labels, 5, ignore_index=2**32)  # both labels are valid classes
     with pytest.raises(ValueError, match="must fit in int32 in the fused"):
         jxent.linear_softmax_cross_entropy(jnp.ones((2, 3)), jnp.ones((3, 5)), labels, ignore_index=2**32)
+
+
+def test_soft_cap_inf_is_no_capping_and_infinite_temperature_is_refused():
+    logits = jnp.array([[2.0, -jnp.inf, 0.5, 30.0], [1.0, 0.0, -1.0, 0.25]])
+    labels = jnp.array([3, 1])
+    for fn in (jxent.softmax_cross_entropy_with_integer_labels, jxent.softmax_cross_entropy):
+        value, grad = jax.value_and_grad(lambda x, f=fn: jnp.sum(f(x, labels, soft_cap=jnp.inf)))(logits)
+        ref_value, ref_grad = jax.value_and_grad(lambda x, f=fn: jnp.sum(f(x, labels)))(logits)
+        np.testing.assert_array_equal(value, ref_value)
+        np.testing.assert_array_equal(grad, ref_grad)
+        with pytest.raises(ValueError, match=r"`temperature` must lie in \(0, inf\); got inf"):
+            fn(logits, labels, temperature=jnp.inf)
+    np.testing.assert_array_equal(jxent.soft_cap(logits, jnp.inf), logits)
+    h, w = jnp.ones((2, 3)), jnp.ones((3, 4))
+    with pytest.raises(ValueError, match="`temperature` must lie in"):
+        jxent.linear_softmax_cross_entropy(h, w, labels, temperature=float("inf"))
+    np.testing.assert_array_equal(
+        jxent.linear_softmax_cross_entropy(h, w, labels, soft_cap=float("inf")),
+        jxent.linear_softmax_cross_entropy(h, w, labels),
+    )
+
+
+def test_probability_labels_nan_class_weight_on_a_masked_class_gives_finite_gradients():
+    logits = jnp.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    labels = jnp.array([[0.2, 0.0, 0.8], [0.5, 0.0, 0.5]])
+    where = jnp.array([[True, False, True], [True, False, True]])
+    weight = jnp.array([1.5, jnp.nan, 0.5])
+
+    def loss(x, t):
+        return jnp.sum(jxent.softmax_cross_entropy(x, t, where=where, weight=weight))
+
+    value, (dx, dt) = jax.value_and_grad(loss, argnums=(0, 1))(logits, labels)
+    ref_value, (rx, rt) = jax.value_and_grad(
+        lambda x, t: jnp.sum(jxent.softmax_cross_entropy(x, t, where=where, weight=jnp.where(where[0], weight, 0.0))),
+        argnums=(0, 1),
+    )(logits, labels)
+    assert np.isfinite(value) and np.all(np.isfinite(dx)) and np.all(np.isfinite(dt))
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    np.testing.assert_allclose(dx, rx, rtol=1e-6)
+    np.testing.assert_allclose(dt, rt, rtol=1e-6)
