@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -78,6 +79,11 @@ class CrossEntropyOptions:
             object.__setattr__(self, name, _plain(getattr(self, name)))
         if self.ignore_index is not None:
             object.__setattr__(self, "ignore_index", int(self.ignore_index))
+
+    @classmethod
+    def pick(cls, arguments: Mapping[str, Any]) -> CrossEntropyOptions:
+        """The options among a loss function's ``arguments`` (its ``locals()``); those it lacks keep their defaults."""
+        return cls(**{f.name: arguments[f.name] for f in dataclasses.fields(cls) if f.name in arguments})
 
     @property
     def has_smoothing(self) -> bool:

@@ -20,9 +20,11 @@ from jxent._options import CrossEntropyOptions, is_zero
 from jxent._rowmath import integer_label_coefficients, transform_logits
 
 __all__ = [
+    "IntegerCoefficients",
     "Rows",
     "Targets",
     "class_weight_vector",
+    "integer_coefficients",
     "is_index_labels",
     "make_targets",
     "prepare_rows",
@@ -102,6 +104,44 @@ def counted_rows(rows: Rows) -> tuple[jax.Array, jax.Array]:
     return present, counted
 
 
+class IntegerCoefficients(NamedTuple):
+    """The integer-label target ``q = a onehot(y) + b spread`` of each row, without building it."""
+
+    a: jax.Array  # [batch...]; NaN for an out-of-range label, 0 for rows that do not count
+    b: jax.Array | None  # [batch...]; None without label smoothing
+    spread: jax.Array | None  # [batch..., V]: the class weight (or 1) on present classes, 0 elsewhere
+    counted: jax.Array  # [batch...]
+    example_weight: jax.Array  # [batch...]: the "mean" denominators
+
+
+def integer_coefficients(
+    rows: Rows,
+    labels: jax.Array,
+    *,
+    class_weight: jax.Array | None,
+    label_smoothing: Any,
+    ignore_index: int | None,
+) -> IntegerCoefficients:
+    """The coefficients of :func:`jxent._rowmath.integer_label_coefficients` for the rows of ``rows``, with the
+    smoothing mass spread over each row's present classes."""
+    present, counted = counted_rows(rows)
+    smoothing = not is_zero(label_smoothing)
+    a, b, counted, example_weight = integer_label_coefficients(
+        labels,
+        rows.z.shape[-1],
+        class_weight=class_weight,
+        label_smoothing=label_smoothing,
+        num_present=jnp.sum(present, axis=-1) if smoothing else None,
+        ignore_index=ignore_index,
+        counted=counted,
+        dtype=rows.z.dtype,
+    )
+    spread = None
+    if smoothing:
+        spread = present.astype(rows.z.dtype) if class_weight is None else jnp.where(present, class_weight, 0.0)
+    return IntegerCoefficients(a, b, spread, counted, example_weight)
+
+
 def integer_targets(
     rows: Rows,
     labels: jax.Array,
@@ -111,26 +151,15 @@ def integer_targets(
     ignore_index: int | None,
 ) -> Targets:
     """Target weights ``q = a onehot(y) + b w [present]`` for integer labels, as a ``[batch..., V]`` array."""
-    num_classes = rows.z.shape[-1]
-    present, counted = counted_rows(rows)
-    num_present = None if is_zero(label_smoothing) else jnp.sum(present, axis=-1)
-    a, b, counted, example_weight = integer_label_coefficients(
-        labels,
-        num_classes,
-        class_weight=class_weight,
-        label_smoothing=label_smoothing,
-        num_present=num_present,
-        ignore_index=ignore_index,
-        counted=counted,
-        dtype=rows.z.dtype,
+    c = integer_coefficients(
+        rows, labels, class_weight=class_weight, label_smoothing=label_smoothing, ignore_index=ignore_index
     )
-    onehot = jnp.arange(num_classes) == jnp.where(labels < 0, num_classes, labels)[..., None]
-    q = jnp.where(onehot, a[..., None], 0.0)
-    q = jnp.where(jnp.isnan(a)[..., None], jnp.nan, q)
-    if b is not None:
-        spread = present if class_weight is None else jnp.where(present, class_weight, 0.0)
-        q = q + b[..., None] * spread
-    return Targets(q, counted, example_weight)
+    onehot = jnp.arange(rows.z.shape[-1]) == jnp.where(labels < 0, rows.z.shape[-1], labels)[..., None]
+    q = jnp.where(onehot, c.a[..., None], 0.0)
+    q = jnp.where(jnp.isnan(c.a)[..., None], jnp.nan, q)
+    if c.b is not None and c.spread is not None:
+        q = q + c.b[..., None] * c.spread
+    return Targets(q, c.counted, c.example_weight)
 
 
 def probability_weights(

@@ -33,7 +33,6 @@ from jax.custom_derivatives import SymbolicZero
 from jxent import _axes, _checks
 from jxent._options import CrossEntropyOptions
 from jxent._rowmath import (
-    integer_label_coefficients,
     integer_target_log_p,
     log_probabilities,
     logit_gradient,
@@ -47,7 +46,7 @@ from jxent._rowmath import (
 from jxent._targets import (
     Rows,
     class_weight_vector,
-    counted_rows,
+    integer_coefficients,
     is_index_labels,
     prepare_rows,
     probability_labels,
@@ -184,23 +183,16 @@ def integer_row_losses(
     gradient is one fused elementwise pass over the logits."""
     z = rows.z
     num_classes = z.shape[-1]
-    present, counted = counted_rows(rows)
-    a, b, counted, example_weight = integer_label_coefficients(
+    c = integer_coefficients(
+        rows,
         labels,
-        num_classes,
         class_weight=class_weight,
         label_smoothing=options.label_smoothing,
-        num_present=jnp.sum(present, axis=-1) if options.has_smoothing else None,
         ignore_index=options.ignore_index,
-        counted=counted,
-        dtype=z.dtype,
     )
-    spread = None
-    if options.has_smoothing:
-        spread = present.astype(z.dtype) if class_weight is None else jnp.where(present, class_weight, 0.0)
     safe_labels = jnp.where((labels >= 0) & (labels < num_classes), labels, 0)
-    losses = _integer_kernel(z, safe_labels, a, b, spread, _z_loss(options, z.dtype), counted)
-    return losses, example_weight
+    losses = _integer_kernel(z, safe_labels, c.a, c.b, c.spread, _z_loss(options, z.dtype), c.counted)
+    return losses, c.example_weight
 
 
 def _integer_loss(rows: Rows, labels: jax.Array, weight: Any, options: CrossEntropyOptions) -> jax.Array:
@@ -263,14 +255,7 @@ def softmax_cross_entropy_with_integer_labels(
       Müller, Kornblith and Hinton, `When does label smoothing help? <https://arxiv.org/abs/1906.02629>`_, 2019.
       Chowdhery et al., `PaLM <https://arxiv.org/abs/2204.02311>`_, 2022 (z-loss).
     """
-    options = CrossEntropyOptions(
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        soft_cap=soft_cap,
-        temperature=temperature,
-        reduction=reduction,
-        ignore_index=ignore_index,
-    )
+    options = CrossEntropyOptions.pick(locals())
     rows = prepare_rows(logits, axis=axis, where=where, options=options)
     labels = _checks.as_int_array(labels, "labels")
     if labels.shape != rows.batch_shape:
@@ -323,14 +308,7 @@ def softmax_cross_entropy(
       Losses ``[...]`` in float32 (float64 for float64 logits), or a scalar when reduced. ``weight``,
       ``label_smoothing``, ``z_loss``, ``soft_cap`` and ``temperature`` are constants (no gradient).
     """
-    options = CrossEntropyOptions(
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        soft_cap=soft_cap,
-        temperature=temperature,
-        reduction=reduction,
-        ignore_index=ignore_index,
-    )
+    options = CrossEntropyOptions.pick(locals())
     rows = prepare_rows(logits, axis=axis, where=where, options=options)
     labels = jnp.asarray(labels)
     if is_index_labels(labels, rows):

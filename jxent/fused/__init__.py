@@ -18,8 +18,7 @@ from typing import Any
 
 import jax
 
-from jxent._options import CrossEntropyOptions
-from jxent.fused.config import prepare
+from jxent.fused.config import prepare_arguments
 from jxent.fused.kernel import compute
 
 __all__ = ["linear_softmax_cross_entropy"]
@@ -127,24 +126,4 @@ def linear_softmax_cross_entropy(
       Wijmans et al., `Cut Your Losses in Large-Vocabulary Language Models <https://arxiv.org/abs/2411.09009>`_,
       2024.
     """
-    options = CrossEntropyOptions(
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        soft_cap=soft_cap,
-        temperature=temperature,
-        reduction=reduction,
-        ignore_index=ignore_index,
-    )
-    p = prepare(
-        hidden,
-        weight,
-        labels,
-        bias=bias,
-        class_weight=class_weight,
-        options=options,
-        chunk_size=chunk_size,
-        token_chunk_size=token_chunk_size,
-        schedule=schedule,
-        weight_layout=weight_layout,
-    )
-    return compute(p, reduction, return_lse)
+    return compute(prepare_arguments(locals()), reduction, return_lse)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -19,7 +20,7 @@ from jxent import _checks
 from jxent._options import CrossEntropyOptions, OptionArrays
 from jxent.fused.group import LOCAL, VocabGroup
 
-__all__ = ["SCHEDULES", "WEIGHT_LAYOUTS", "FusedConfig", "Prepared", "make_config", "prepare"]
+__all__ = ["SCHEDULES", "WEIGHT_LAYOUTS", "FusedConfig", "Prepared", "make_config", "prepare", "prepare_arguments"]
 
 SCHEDULES = ("auto", "one_pass", "split", "token", "vocab")
 WEIGHT_LAYOUTS = ("dv", "vd")
@@ -238,3 +239,20 @@ def prepare(
     cw = None if cw is None else jax.lax.stop_gradient(cw.astype(cfg.acc_dtype))
     y = _checks.labels_as_int32(labels.reshape(-1), cfg.global_vocab, options.ignore_index)
     return Prepared(cfg, arrays, hidden.reshape(-1, d), weight, bias, y, cw, batch_shape)
+
+
+def prepare_arguments(arguments: Mapping[str, Any], group: VocabGroup = LOCAL) -> Prepared:
+    """:func:`prepare` from the arguments of a public fused loss (its ``locals()``), with their options."""
+    return prepare(
+        arguments["hidden"],
+        arguments["weight"],
+        arguments["labels"],
+        bias=arguments["bias"],
+        class_weight=arguments["class_weight"],
+        options=CrossEntropyOptions.pick(arguments),
+        chunk_size=arguments["chunk_size"],
+        token_chunk_size=arguments["token_chunk_size"],
+        schedule=arguments["schedule"],
+        weight_layout=arguments["weight_layout"],
+        group=group,
+    )

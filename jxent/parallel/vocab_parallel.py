@@ -22,7 +22,7 @@ from jax import lax
 from jxent import _checks
 from jxent._options import CrossEntropyOptions, OptionArrays
 from jxent.fused.blocks import block_stats, logit_cotangent
-from jxent.fused.config import FusedConfig, make_config, per_class, prepare
+from jxent.fused.config import FusedConfig, make_config, per_class, prepare_arguments
 from jxent.fused.kernel import per_row
 from jxent.fused.rows import finish_rows, global_class_weight, row_cotangents
 from jxent.parallel.collectives import VocabShards, axis_size, reduce_over
@@ -105,14 +105,7 @@ def vocab_parallel_softmax_cross_entropy(
     References:
       Shoeybi et al., `Megatron-LM <https://arxiv.org/abs/1909.08053>`_, 2019.
     """
-    options = CrossEntropyOptions(
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        soft_cap=soft_cap,
-        temperature=temperature,
-        reduction=reduction,
-        ignore_index=ignore_index,
-    )
+    options = CrossEntropyOptions.pick(locals())
     logits = _checks.as_float_array(logits, "logits")
     labels = _checks.as_int_array(labels, "labels")
     if logits.ndim < 1 or labels.shape != logits.shape[:-1]:
@@ -195,27 +188,7 @@ def vocab_parallel_linear_softmax_cross_entropy(
       Shoeybi et al., `Megatron-LM <https://arxiv.org/abs/1909.08053>`_, 2019; Wijmans et al., `Cut Your Losses in
       Large-Vocabulary Language Models <https://arxiv.org/abs/2411.09009>`_, 2024.
     """
-    options = CrossEntropyOptions(
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        soft_cap=soft_cap,
-        temperature=temperature,
-        reduction=reduction,
-        ignore_index=ignore_index,
-    )
-    p = prepare(
-        hidden,
-        weight,
-        labels,
-        bias=bias,
-        class_weight=class_weight,
-        options=options,
-        chunk_size=chunk_size,
-        token_chunk_size=token_chunk_size,
-        schedule=schedule,
-        weight_layout=weight_layout,
-        group=VocabShards(axis_name, axis_size(axis_name)),
-    )
+    p = prepare_arguments(locals(), group=VocabShards(axis_name, axis_size(axis_name)))
     losses, lse, weight = per_row(p)
     out = reduce_over(losses, weight, reduction, batch_axis_name)
     return (out, lse) if return_lse else out
