@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jxent import _axes, _checks, binary
-from jxent._targets import Rows, class_weight_vector, make_targets
+from jxent._targets import class_weight_vector, make_targets, prepare_rows
 from jxent.binary import apply_mask_and_reduce, smooth_binary
 from jxent.reduction import reduce_loss
 
@@ -105,20 +105,9 @@ def categorical_cross_entropy(
     # gradient as 0 * NaN (the masked log-probabilities are -inf below either way).
     p = probabilities if mask is None else binary.zero_masked(mask, probabilities)[0]
     labels = _zero_masked_labels(jnp.asarray(labels), mask)
-    log_p = layout.to_last(clamped_log(p.astype(dtype), grad_floor(probabilities.dtype)))
-    class_mask = row_mask = None
-    if mask is not None:
-        class_mask = layout.to_last(mask)
-        row_mask = jnp.any(class_mask, axis=-1)
-        log_p = jnp.where(class_mask, log_p, -jnp.inf)
-    rows = Rows(
-        log_p,
-        row_mask,
-        class_mask,
-        layout,
-        layout.batch_shape(probabilities.shape),
-        tuple(probabilities.shape),
-    )
+    floor = grad_floor(probabilities.dtype)
+    rows = prepare_rows(p, axis=axis, where=where, name="probabilities", transform=lambda x: clamped_log(x, floor))
+    log_p = rows.z
     class_weight = class_weight_vector(weight, log_p.shape[-1], dtype)
     targets = make_targets(
         rows,
