@@ -1,4 +1,4 @@
-"""Softmax cross-entropy with integer or probability labels, and the per-row numerics every variant shares.
+"""Softmax cross-entropy with integer or probability labels on dense ``[..., V]`` logits.
 
 One formula covers every option. For a row with logits :math:`z \\in \\mathbb{R}^V` (after soft-capping and
 temperature), log-probabilities :math:`\\log p = \\mathrm{log\\_softmax}(z)` and a *target weight vector* :math:`q`,
@@ -17,7 +17,9 @@ and ``reduction="mean"`` divides the summed losses by :math:`\\sum_i w_{y_i}` ov
 probability label :math:`t`, :math:`q_c = w_c\\,((1-\\varepsilon) t_c + \\varepsilon / K)` and ``"mean"`` divides by the
 number of examples that count (torch's rule for probability targets).
 
-The gradient comes from closed-form ``custom_jvp`` rules (as in :mod:`jxent.softmax`), so it is exactly
+The row formulas, the softmax statistics and their closed-form derivatives live in :mod:`jxent._rowmath`, shared
+with the fused and vocabulary-sharded losses; this module holds the two dense ``custom_jvp`` kernels (integer labels
+without building ``q``; probability labels) and the public functions. The gradient is exactly
 ``(sum(q) + 2 z_loss lse) * softmax(z) - q`` with no NaN at ``-inf`` logits.
 """
 

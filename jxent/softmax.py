@@ -1,7 +1,8 @@
 """Log-sum-exp, log-softmax and softmax with closed-form derivatives and well-defined limits.
 
-The three functions share one max-shifted evaluation along the class axis and differ only in what they return.
-Each carries a ``jax.custom_jvp`` rule written from its closed form,
+The three functions share one max-shifted evaluation along the class axis (:func:`jxent._rowmath.row_stats`) and
+differ only in what they return. Each carries the ``jax.custom_jvp`` rule of :mod:`jxent._rowmath`, written from its
+closed form,
 
 .. math::
   \\partial\\, \\mathrm{lse}(x) = p \\cdot dx, \\qquad
