@@ -98,6 +98,11 @@ class CrossEntropyOptions:
         return self.soft_cap is not None
 
     @property
+    def cap_is_traced(self) -> bool:
+        """The cap is a traced value, so it may be ``inf`` (no capping) without this being known at trace time."""
+        return self.has_cap and _checks.concrete_value(self.soft_cap) is None
+
+    @property
     def has_temperature(self) -> bool:
         return _checks.concrete_value(self.temperature) != 1.0
 

@@ -24,6 +24,7 @@ carry the closed-form ``custom_jvp`` rules of the softmax, written once here.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -111,15 +112,23 @@ def _weighted_tangent(p: jax.Array, dz: jax.Array) -> jax.Array:
     return jnp.where(p == 0, 0.0, p * dz)
 
 
-@jax.custom_jvp
-def _exp_sum(z: jax.Array, m: jax.Array) -> jax.Array:
-    """``sum(exp(shift(z, m)))`` over the last axis (kept), without a select.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _exp_sum(z: jax.Array, m: jax.Array, select_free: bool) -> jax.Array:
+    """``sum(exp(shift(z, m)))`` over the last axis (kept), in one of two forms that XLA:CPU fuses differently.
 
-    ``exp(min(z - offset, d) - d)`` is ``exp(z - m)`` in a row with a finite maximum (``offset = m``, ``d = 0``)
-    and, in a row with a ``+inf`` entry (``offset`` the largest float, ``d = 1000``), 1 at the ``+inf`` entries and
-    0 elsewhere. On CPU, XLA fuses a reduction with its producers only when they are plain arithmetic, so this keeps
-    the statistics at two reads of ``z``. The derivative is written out (``min`` would halve it at the maximum).
+    ``select_free``: ``exp(min(z - offset, d) - d)`` is ``exp(z - m)`` in a row with a finite maximum
+    (``offset = m``, ``d = 0``) and, in a row with a ``+inf`` entry (``offset`` the largest float, ``d = 1000``), 1
+    at the ``+inf`` entries and 0 elsewhere. XLA:CPU fuses a reduction with its producers only when they are plain
+    arithmetic, so this sum costs one read of ``z`` and nothing is written; right when the softmax is not needed
+    again, or a ``[..., V]`` target is read anyway (the probability-label kernel, the fused blocks).
+
+    Otherwise ``exp(shift(z, m))`` with its selects, the very expression :func:`probabilities` reads: XLA computes
+    it once, stores it and reads it back for the gradient, one exponential per element instead of two (the
+    integer-label kernel and the softmax functions). The derivative is written out either way (``min`` would halve
+    it at the maximum).
     """
+    if not select_free:
+        return jnp.sum(jnp.exp(shift(z, m)), axis=-1, keepdims=True)
     finite, pos_inf = jnp.isfinite(m), m == jnp.inf
     offset = jnp.where(pos_inf, jnp.finfo(z.dtype).max, jnp.where(finite, m, 0.0)).astype(z.dtype)
     d = jnp.where(pos_inf, _UNDERFLOW, 0.0).astype(z.dtype)
@@ -127,16 +136,17 @@ def _exp_sum(z: jax.Array, m: jax.Array) -> jax.Array:
 
 
 @_exp_sum.defjvp
-def _exp_sum_jvp(primals, tangents):
+def _exp_sum_jvp(select_free, primals, tangents):
     z, m = primals
     e = jnp.exp(shift(z, m))
-    return _exp_sum(z, m), jnp.sum(_weighted_tangent(e, tangents[0]), axis=-1, keepdims=True)
+    return _exp_sum(z, m, select_free), jnp.sum(_weighted_tangent(e, tangents[0]), axis=-1, keepdims=True)
 
 
-def row_stats(z: jax.Array, *, keepdims: bool = True) -> RowStats:
-    """:class:`RowStats` of ``z`` along its last axis (kept with size 1 when ``keepdims``)."""
+def row_stats(z: jax.Array, *, keepdims: bool = True, select_free: bool = True) -> RowStats:
+    """:class:`RowStats` of ``z`` along its last axis (kept with size 1 when ``keepdims``); ``select_free`` picks
+    the form of the sum that suits the caller's fusion (see :func:`_exp_sum`), the values are the same."""
     m = lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
-    total = _exp_sum(z, m)
+    total = _exp_sum(z, m, select_free)
     if not keepdims:
         m, total = m[..., 0], total[..., 0]
     return RowStats(m, total)
@@ -213,9 +223,18 @@ def _logsumexp_of_jvp(primals, tangents):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def capped(z: jax.Array, cap: Any) -> jax.Array:
-    """``cap * tanh(z / cap)``, with ``-inf`` (an absent class) kept ``-inf``."""
-    return jnp.where(z == -jnp.inf, -jnp.inf, cap * jnp.tanh(z / cap))
+def capped(z: jax.Array, cap: Any, *, may_be_inf: bool = False) -> jax.Array:
+    """``cap * tanh(z / cap)``, with ``-inf`` (an absent class) kept ``-inf``.
+
+    ``may_be_inf``: ``cap`` is traced and may be ``inf``, whose limit (no capping) is then taken.
+    """
+    if may_be_inf:
+        no_cap = jnp.isinf(cap)
+        safe = jnp.where(no_cap, 1.0, cap)
+        out = jnp.where(no_cap, z, safe * jnp.tanh(z / safe))
+    else:
+        out = cap * jnp.tanh(z / cap)
+    return jnp.where(z == -jnp.inf, -jnp.inf, out)
 
 
 class TransformFlags(Protocol):
@@ -226,6 +245,9 @@ class TransformFlags(Protocol):
 
     @property
     def has_temperature(self) -> bool: ...
+
+    @property
+    def cap_is_traced(self) -> bool: ...
 
 
 def transform_logits(x: jax.Array, flags: TransformFlags, arrays: OptionArrays | None = None) -> jax.Array:
@@ -238,10 +260,11 @@ def transform_logits(x: jax.Array, flags: TransformFlags, arrays: OptionArrays |
     if not (flags.has_cap or flags.has_temperature):
         return z
     if arrays is None:
-        assert isinstance(flags, CrossEntropyOptions), "a kernel configuration passes its option arrays"
+        if not isinstance(flags, CrossEntropyOptions):
+            raise TypeError("transform_logits: a kernel configuration must pass its option arrays.")
         arrays = flags.arrays(z.dtype)
     if flags.has_cap:
-        z = capped(z, arrays.soft_cap.astype(z.dtype))
+        z = capped(z, arrays.soft_cap.astype(z.dtype), may_be_inf=flags.cap_is_traced)
     if flags.has_temperature:
         z = z / arrays.temperature.astype(z.dtype)
     return z
@@ -307,9 +330,13 @@ def integer_target_log_p(
     return q_log_p
 
 
-def target_mass(*, a: jax.Array, b: jax.Array | None = None, spread_sum: Any = None) -> jax.Array:
-    """:math:`\\sum_c q_c = a + b \\sum_c \\sigma_c` for the integer-label target."""
-    return a if b is None else a + b * spread_sum
+def target_mass(*, a: jax.Array, b: jax.Array | None = None, spread_sum: jax.Array | None = None) -> jax.Array:
+    """:math:`\\sum_c q_c = a + b \\sum_c \\sigma_c` for the integer-label target (``spread_sum`` goes with ``b``)."""
+    if b is None:
+        return a
+    if spread_sum is None:
+        raise ValueError("target_mass: `spread_sum` is needed with `b`.")
+    return a + b * spread_sum
 
 
 def row_loss(*, q_log_p: jax.Array, lse: jax.Array, z_loss: jax.Array | None, counted: jax.Array) -> jax.Array:

@@ -144,7 +144,7 @@ def _integer_kernel(
     ``labels`` must be in range (out-of-range rows carry ``a = NaN``); ``spread`` is the class weight on present
     classes and 0 elsewhere.
     """
-    stats = row_stats(z)
+    stats = row_stats(z, select_free=False)
     log_p_y = stats.log_prob(jnp.take_along_axis(z, labels[..., None], axis=-1))[..., 0]
     spread_log_p = None
     if b is not None and spread is not None:
@@ -158,7 +158,7 @@ def _integer_kernel(
 def _integer_kernel_jvp(primals, tangents):
     z, labels, a, b, spread, lam, counted = primals
     loss = _integer_kernel(z, labels, a, b, spread, lam, counted)
-    stats = lax.stop_gradient(row_stats(z))
+    stats = lax.stop_gradient(row_stats(z, select_free=False))
     # d loss / d z = (sum(q) + 2 lam lse) softmax(z) - a onehot(y) - b spread, fused in one pass.
     mass = target_mass(a=a, b=b, spread_sum=None if spread is None else jnp.sum(spread, axis=-1))
     lse = logsumexp_of(z, stats)[..., 0] if lam is not None else stats.lse[..., 0]

@@ -37,7 +37,7 @@ __all__ = ["log_softmax", "logsumexp", "soft_cap", "softmax"]
 
 
 def _stats(x: jax.Array) -> _rowmath.RowStats:
-    return lax.stop_gradient(_rowmath.row_stats(x))
+    return lax.stop_gradient(_rowmath.row_stats(x, select_free=False))
 
 
 def logsumexp_last(x: jax.Array) -> jax.Array:
@@ -147,4 +147,4 @@ def soft_cap(logits: Any, cap: Any) -> jax.Array:
     if _checks.concrete_value(cap) == float("inf"):
         return logits  # the limit: no capping
     z = logits.astype(_checks.compute_dtype(logits.dtype))  # 16-bit inputs are computed in float32
-    return _rowmath.capped(z, cap).astype(logits.dtype)
+    return _rowmath.capped(z, cap, may_be_inf=_checks.concrete_value(cap) is None).astype(logits.dtype)

@@ -142,3 +142,48 @@ def test_fused_bias_masking_every_class_gives_zero(mesh):
         )
         value, (dh, dw) = fn(h, w)
         assert value == 0 and not np.any(np.asarray(dh)) and not np.any(np.asarray(dw))
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_positive_infinite_logits_give_the_dense_limit_on_every_path(mesh, label_smoothing):
+    """``+inf`` logits: the probability is uniform over them (values may be ``+inf``, gradients stay finite)."""
+    h, w, b, y, _, ct = _inputs(5, 0, False, None)
+    b[[3, 17]] = np.inf  # two +inf classes in every row, on different devices
+    y[:4] = 3  # some labels on a +inf class (finite loss), the rest elsewhere (+inf loss)
+    opts = dict(label_smoothing=label_smoothing, reduction="none")
+
+    def dense(h, w):
+        return jxent.softmax_cross_entropy_with_integer_labels(h @ w + b, y, **opts)
+
+    def fused(h, w):
+        return jxent.linear_softmax_cross_entropy(h, w, y, bias=b, chunk_size=8, **opts)
+
+    def sharded(h, w):
+        return jxent.sharded_softmax_cross_entropy(h @ w + b, y, mesh=mesh, vocab_axis="vocab", **opts)
+
+    def sharded_fused(h, w):
+        return jxent.sharded_linear_softmax_cross_entropy(
+            h, w, y, mesh=mesh, vocab_axis="vocab", bias=b, chunk_size=2, **opts
+        )
+
+    ref = dense(h, w)
+    # Smoothing puts mass on the finite classes, whose probability is 0: +inf for every row then.
+    assert np.all(np.isfinite(ref[:4]) == (label_smoothing == 0)) and np.all(ref[4:] == np.inf)
+    ref_grads = jax.grad(lambda h, w: jnp.sum(dense(h, w)[:4] * ct[:4]), argnums=(0, 1))(h, w)
+    for name, fn in [("fused", fused), ("sharded", sharded), ("sharded fused", sharded_fused)]:
+        _assert_close(jax.jit(fn)(h, w), ref, f"{name}: loss")
+        grads = jax.jit(jax.grad(lambda h, w, f=fn: jnp.sum(f(h, w)[:4] * ct[:4]), argnums=(0, 1)))(h, w)
+        _assert_close(grads[0], ref_grads[0], f"{name}: d hidden")
+        _assert_close(grads[1], ref_grads[1], f"{name}: d weight")
+
+
+def test_a_traced_soft_cap_of_inf_is_no_capping():
+    h, w, b, y, _, _ = _inputs(6, 0, False, None)
+    logits = h @ w + b
+    dense = jax.jit(lambda c: jxent.softmax_cross_entropy_with_integer_labels(logits, y, soft_cap=c))
+    fused = jax.jit(lambda c: jxent.linear_softmax_cross_entropy(h, w, y, bias=b, soft_cap=c, reduction="none"))
+    plain = jxent.softmax_cross_entropy_with_integer_labels(logits, y)
+    _assert_close(dense(jnp.inf), plain, "dense")
+    _assert_close(fused(jnp.inf), plain, "fused")
+    _assert_close(jax.jit(jxent.soft_cap)(logits, jnp.inf), logits, "soft_cap")
+    _assert_close(dense(3.0), jxent.softmax_cross_entropy_with_integer_labels(logits, y, soft_cap=3.0), "finite cap")

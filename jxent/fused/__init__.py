@@ -62,8 +62,9 @@ def linear_softmax_cross_entropy(
 
     Memory model (``N`` tokens, ``D`` hidden, ``V`` vocabulary, ``Tc = token_chunk_size``, ``Vc = chunk_size``;
     float32 = 4 bytes). Never anything of size ``N x V``. The forward pass holds one logit block ``4 Tc Vc`` (and a
-    few elementwise temporaries of that size) plus ``O(Tc)`` running statistics; for the backward it stores
-    ``lse`` (``4 N``) besides the inputs, and recomputes each logit block from ``(hidden, weight, lse)``. The
+    few elementwise temporaries of that size) plus ``O(Tc)`` running statistics; for the backward it stores a few
+    ``[N]`` per-row vectors (the row maximum and normaliser, the target coefficients) besides the inputs, and
+    recomputes each logit block from ``(hidden, weight)``. The
     backward pass (or, for ``"one_pass"``, the forward) then works by ``schedule``:
 
     * ``"one_pass"`` (3 matmuls; ``"mean"``/``"sum"`` only, else ``"token"``): per token block the logits go into

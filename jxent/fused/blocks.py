@@ -49,13 +49,15 @@ class RowSums(NamedTuple):
 
 class RowCoefficients(NamedTuple):
     """Per-row coefficients of ``dloss/dx = coef_p softmax(z) - coef_a onehot(y) - coef_b sigma`` (cotangents
-    applied), the labels local to this vocabulary slice and the log-sum-exp."""
+    applied), the labels local to this vocabulary slice, and the softmax statistics of the whole row: its maximum and
+    ``1 / total``, so that ``softmax(z) = exp(shift(z, max)) / total`` (exact also at ``+inf`` logits)."""
 
     coef_p: jax.Array
     coef_a: jax.Array
     coef_b: jax.Array | None
     labels: jax.Array
-    lse: jax.Array
+    max: jax.Array
+    inv_total: jax.Array
 
     def rows(self, t0: Any, size: int) -> RowCoefficients:
         """The coefficients of rows ``t0:t0+size``."""
@@ -179,7 +181,7 @@ def logit_cotangent(
         spread = jnp.where(z != -jnp.inf, class_weight_block(cfg, cw, v0), 0.0)
     dz = logit_gradient(
         coef=coef_p[:, None],
-        p=jnp.exp(shift(z, rows.lse[:, None])),
+        p=jnp.exp(shift(z, rows.max[:, None])) * rows.inv_total[:, None],
         a=coef_a[:, None],
         is_target=(v0 + jnp.arange(cfg.vocab_chunk))[None, :] == rows.labels[:, None],
         b=None if coef_b is None else coef_b[:, None],

@@ -42,6 +42,7 @@ class FusedConfig(NamedTuple):
     has_z_loss: bool
     has_cap: bool
     has_temperature: bool
+    cap_is_traced: bool
     ignore_index: int | None
     schedule: str
     matmul_dtype: str
@@ -138,6 +139,7 @@ def make_config(
         has_z_loss=options.has_z_loss,
         has_cap=options.has_cap,
         has_temperature=options.has_temperature,
+        cap_is_traced=options.cap_is_traced,
         ignore_index=options.ignore_index,
         schedule=resolved,
         matmul_dtype=jnp.dtype(matmul_dtype).name,
@@ -161,13 +163,14 @@ class Prepared(NamedTuple):
     batch_shape: tuple[int, ...]
 
 
-def per_class(x: Any, vocab: int, name: str) -> jax.Array | None:
-    """A ``[V]`` per-class array (``bias``, ``class_weight``) checked for its shape, or ``None``."""
+def per_class(x: Any, vocab: int, name: str, what: str = "") -> jax.Array | None:
+    """A ``[V]`` per-class array (``bias``, ``class_weight``) checked for its shape, or ``None``; ``what`` says what
+    it must be (e.g. this device's slice)."""
     if x is None:
         return None
     x = _checks.as_float_array(x, name)
     if x.shape != (vocab,):
-        raise ValueError(f"`{name}` must have shape ({vocab},); got shape {tuple(x.shape)}.")
+        raise ValueError(f"`{name}` must {what}have shape ({vocab},); got shape {tuple(x.shape)}.")
     return x
 
 

@@ -34,11 +34,15 @@ class FinishedRows(NamedTuple):
     weight of the row in the ``"mean"`` denominator (0 for rows that do not count)."""
 
     loss: jax.Array
-    lse: jax.Array
+    stats: RowStats  # of the whole row (all vocabulary slices)
     a: jax.Array
     b: jax.Array | None
     coef: jax.Array
     example_weight: jax.Array
+
+    @property
+    def lse(self) -> jax.Array:
+        return self.stats.lse
 
 
 def global_class_weight(cfg: FusedConfig, cw: Any) -> Any:
@@ -67,14 +71,19 @@ def finish_rows(
     )
     spread_log_p = None
     if b is not None:
-        assert sums.weighted is not None and sums.spread is not None  # kept whenever there is smoothing
-        spread_log_p = sums.weighted - jnp.where(sums.spread == 0, 0.0, sums.spread * lse)
+        if sums.weighted is None or sums.spread is None or sums.num_present is None:
+            raise ValueError("finish_rows: label smoothing needs the smoothing sums of the statistics pass.")
+        # sum_c sigma_c log p_c. With a +inf logit, a present finite class has log p = -inf; if every present class
+        # is +inf, each has log p = -log(count).
+        at_inf = jnp.where(sums.num_present > stats.total, -jnp.inf, -sums.spread * stats.log_total)
+        finite = sums.weighted - jnp.where(sums.spread == 0, 0.0, sums.spread * lse)
+        spread_log_p = jnp.where(stats.max == jnp.inf, at_inf, finite)
     q_log_p = integer_target_log_p(a=a, log_p_y=stats.log_prob(sums.target), b=b, spread_log_p=spread_log_p)
     z_loss = arrays.z_loss if cfg.has_z_loss else None
     loss = row_loss(q_log_p=q_log_p, lse=lse, z_loss=z_loss, counted=counted)
     mass = target_mass(a=a, b=b, spread_sum=sums.spread)
     coef = softmax_coefficient(target_mass=mass, lse=lse, z_loss=z_loss, counted=counted)
-    return FinishedRows(loss, lse, a, b, coef, example_weight)
+    return FinishedRows(loss, stats, a, b, coef, example_weight)
 
 
 def row_cotangents(
@@ -84,9 +93,10 @@ def row_cotangents(
     (:math:`\\partial\\,\\mathrm{lse}/\\partial z = \\mathrm{softmax}(z)`)."""
     ct_loss = ct_loss.astype(cfg.acc_dtype)
     return RowCoefficients(
-        coef_p=ct_loss * rows.coef + jnp.where(jnp.isfinite(rows.lse), ct_lse.astype(cfg.acc_dtype), 0.0),
+        coef_p=ct_loss * rows.coef + ct_lse.astype(cfg.acc_dtype),
         coef_a=ct_loss * rows.a,
         coef_b=None if rows.b is None else ct_loss * rows.b,
         labels=cfg.group.local_labels(labels, cfg.vocab),
-        lse=rows.lse,
+        max=rows.stats.max,
+        inv_total=1.0 / jnp.where(rows.stats.present, rows.stats.total, 1.0),
     )

@@ -225,7 +225,8 @@ def one_pass(cfg: FusedConfig, arrays: OptionArrays, h, w, bias, labels, cw, cw_
         t0 = block_start(i, tc, cfg.num_tokens)
         h_blk = take(cfg, h, t0, tc, 0)
         y_blk = lax.dynamic_slice_in_dim(labels, t0, tc)
-        buf, stats, sums = _vocab_loop(cfg, arrays, h_blk, w, bias, y_blk, cw, refs, keep_logits=True)
+        y_local = cfg.group.local_labels(y_blk, cfg.vocab)
+        buf, stats, sums = _vocab_loop(cfg, arrays, h_blk, w, bias, y_local, cw, refs, keep_logits=True)
         rows = finish_rows(cfg, arrays, y_blk, cw_all, stats, sums)
         tmask = token_valid(cfg, i, t0)
         coefs = row_cotangents(cfg, rows, y_blk, ones, jnp.zeros_like(ones))
@@ -236,7 +237,7 @@ def one_pass(cfg: FusedConfig, arrays: OptionArrays, h, w, bias, labels, cw, cw_
 
     n = cfg.num_tokens
     zeros = jnp.zeros((n,), cfg.acc_dtype)
-    rows0 = FinishedRows(zeros, zeros, zeros, zeros if cfg.has_smoothing else None, zeros, zeros)
+    rows0 = FinishedRows(zeros, RowStats(zeros, zeros), zeros, zeros if cfg.has_smoothing else None, zeros, zeros)
     init = (
         rows0,
         jnp.zeros(h.shape, cfg.acc_dtype),

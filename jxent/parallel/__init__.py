@@ -1,16 +1,19 @@
 """Vocabulary-parallel softmax cross-entropy over a device mesh (Megatron-LM style).
 
 Each device along a mesh axis holds one contiguous slice of the vocabulary: device ``r`` of ``R`` owns classes
-``[r V/R, (r+1) V/R)``. The loss needs one ``pmax`` and two or three ``psum`` of ``[tokens]`` vectors (and an
-``all_gather`` of the ``[V]`` class weights when given), nothing of size ``tokens x V``:
+``[r V/R, (r+1) V/R)``. The loss needs one ``pmax`` and two ``psum`` of ``[tokens]`` vectors (the second sums
+all the additive row sums at once; and an ``all_gather`` of the ``[V]`` class weights when given), nothing of size
+``tokens x V``:
 
 .. math::
   M = \\mathrm{pmax}_r\\, \\max_c z_c, \\quad
   \\mathrm{lse} = M + \\log \\mathrm{psum}_r \\sum_{c \\in r} e^{z_c - M}, \\quad
   z_y = \\mathrm{psum}_r\\, [y \\in r]\\, z_y, \\quad
-  \\textstyle\\sum_c w_c z_c = \\mathrm{psum}_r \\sum_{c \\in r} w_c z_c,
+  \\textstyle\\sum_c \\sigma_c z_c = \\mathrm{psum}_r \\sum_{c \\in r} \\sigma_c z_c,
 
-then the per-token loss of :func:`jxent.softmax_cross_entropy_with_integer_labels`.
+and, with label smoothing, :math:`\\sum_c \\sigma_c` and the number :math:`K` of present classes the same way
+(:math:`\\sigma_c` is the class weight of a present class, 0 for an absent one); then the per-token loss of
+:func:`jxent.softmax_cross_entropy_with_integer_labels`.
 
 Two levels:
 

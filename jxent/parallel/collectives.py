@@ -64,7 +64,7 @@ class VocabShards(VocabGroup):
         # grad of grad works across shards too.
         m = lax.pmax(lax.stop_gradient(stats.max), self.axis_name)
         total = lax.psum(rescale(stats, m), self.axis_name)
-        sums = jax.tree.map(lambda x: lax.psum(x, self.axis_name), sums)
+        sums = lax.psum(sums, self.axis_name)
         return RowStats(m, total), sums
 
     def gather(self, x: jax.Array) -> jax.Array:

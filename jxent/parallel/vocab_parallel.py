@@ -83,8 +83,8 @@ def vocab_parallel_softmax_cross_entropy(
       \\ell = (1-\\varepsilon) w_y (\\mathrm{lse} - z_y) + \\frac{\\varepsilon}{K} \\sum_{c} w_c (\\mathrm{lse} - z_c)
       + \\lambda_z \\mathrm{lse}^2.
 
-    Memory: the local ``[..., V/R]`` logits and ``O(tokens)`` statistics; the backward pass stores ``lse`` and
-    needs no collective.
+    Memory: the local ``[..., V/R]`` logits and ``O(tokens)`` statistics; the backward pass stores a few per-token
+    vectors and needs no collective.
 
     Args:
       logits: This device's slice ``[..., V/R]``; device ``r`` (``lax.axis_index(axis_name)``) holds classes
@@ -115,7 +115,7 @@ def vocab_parallel_softmax_cross_entropy(
         )
     v_local = logits.shape[-1]
     n = math.prod(labels.shape)
-    cw = per_class(class_weight, v_local, "class_weight")
+    cw = per_class(class_weight, v_local, "class_weight", "be this device's slice of the class weights, and ")
     # The dense case is the fused configuration with one block covering this device's whole slice.
     cfg, arrays = make_config(
         num_tokens=n,
@@ -167,7 +167,7 @@ def vocab_parallel_linear_softmax_cross_entropy(
     """:func:`jxent.linear_softmax_cross_entropy` with a vocabulary-sharded ``weight``; call inside ``shard_map``.
 
     Each device computes the logits of its vocabulary slice block by block (never ``[tokens, V/R]`` at once),
-    combines the running statistics with one ``pmax`` and two or three ``psum`` of ``[tokens]`` vectors, and in the
+    combines the running statistics with one ``pmax`` and two ``psum`` of ``[tokens]`` vectors, and in the
     backward pass recomputes its blocks, builds its own ``dW``/``db`` slice and ``psum``-s the ``[tokens, D]``
     float32 ``dh``. Memory per device: the fused loss's blocks (see :func:`jxent.linear_softmax_cross_entropy`)
     plus ``dh`` in float32. ``schedule="one_pass"`` is not available here (it becomes ``"token"``).
