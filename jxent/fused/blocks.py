@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jxent._options import OptionArrays
-from jxent._rowmath import RowStats, logit_gradient, row_stats, shift, transform_logits
+from jxent._rowmath import RowStats, logit_gradient, row_stats, shifted_exp, transform_logits
 from jxent.fused.config import FusedConfig
 
 __all__ = [
@@ -49,14 +49,16 @@ class RowSums(NamedTuple):
 
 class RowCoefficients(NamedTuple):
     """Per-row coefficients of ``dloss/dx = coef_p softmax(z) - coef_a onehot(y) - coef_b sigma`` (cotangents
-    applied), the labels local to this vocabulary slice, and the softmax statistics of the whole row: its maximum and
-    ``1 / total``, so that ``softmax(z) = exp(shift(z, max)) / total`` (exact also at ``+inf`` logits)."""
+    applied), the labels local to this vocabulary slice, and the softmax statistics of the whole row as
+    :func:`jxent._rowmath.exp_offsets` and ``1 / total``: ``softmax(z) = shifted_exp(z, offset, d) / total`` (exact
+    also at ``+inf`` logits)."""
 
     coef_p: jax.Array
     coef_a: jax.Array
     coef_b: jax.Array | None
     labels: jax.Array
-    max: jax.Array
+    offset: jax.Array
+    d: jax.Array
     inv_total: jax.Array
 
     def rows(self, t0: Any, size: int) -> RowCoefficients:
@@ -181,7 +183,7 @@ def logit_cotangent(
         spread = jnp.where(z != -jnp.inf, class_weight_block(cfg, cw, v0), 0.0)
     dz = logit_gradient(
         coef=coef_p[:, None],
-        p=jnp.exp(shift(z, rows.max[:, None])) * rows.inv_total[:, None],
+        p=shifted_exp(z, rows.offset[:, None], rows.d[:, None]) * rows.inv_total[:, None],
         a=coef_a[:, None],
         is_target=(v0 + jnp.arange(cfg.vocab_chunk))[None, :] == rows.labels[:, None],
         b=None if coef_b is None else coef_b[:, None],

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jxent._options import OptionArrays
 from jxent._rowmath import (
     RowStats,
+    exp_offsets,
     integer_label_coefficients,
     integer_target_log_p,
     row_loss,
@@ -92,11 +93,13 @@ def row_cotangents(
     """The coefficients of ``dx`` for per-row cotangents of the loss and of ``lse``
     (:math:`\\partial\\,\\mathrm{lse}/\\partial z = \\mathrm{softmax}(z)`)."""
     ct_loss = ct_loss.astype(cfg.acc_dtype)
+    offset, d = exp_offsets(rows.stats.max, cfg.acc_dtype)
     return RowCoefficients(
         coef_p=ct_loss * rows.coef + ct_lse.astype(cfg.acc_dtype),
         coef_a=ct_loss * rows.a,
         coef_b=None if rows.b is None else ct_loss * rows.b,
         labels=cfg.group.local_labels(labels, cfg.vocab),
-        max=rows.stats.max,
+        offset=offset,
+        d=d,
         inv_total=1.0 / jnp.where(rows.stats.present, rows.stats.total, 1.0),
     )
