@@ -202,7 +202,15 @@ def probability_labels(rows: Rows, labels: jax.Array, *, ignore_index: int | Non
         labels = labels.astype(rows.z.dtype)
     if not (jnp.issubdtype(labels.dtype, jnp.floating) or jnp.issubdtype(labels.dtype, jnp.integer)):
         raise TypeError(f"`labels` must be numeric; got dtype {labels.dtype}.")
-    _checks.check_broadcastable(rows.shape, labels, "labels")
+    try:
+        _checks.check_broadcastable(rows.shape, labels, "labels")
+    except ValueError as e:
+        if labels.shape != rows.batch_shape:
+            raise
+        raise ValueError(
+            f"{e} Labels of the batch shape {rows.batch_shape} are class indices and must be integers (got dtype "
+            f"{labels.dtype}); pass integer labels, or target distributions of the logits' shape {rows.shape}."
+        ) from None
     return rows.layout.to_last(jnp.broadcast_to(labels, rows.shape))
 
 

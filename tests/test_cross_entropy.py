@@ -427,3 +427,14 @@ def test_probability_labels_nan_class_weight_on_a_masked_class_gives_finite_grad
     np.testing.assert_allclose(value, ref_value, rtol=1e-6)
     np.testing.assert_allclose(dx, rx, rtol=1e-6)
     np.testing.assert_allclose(dt, rt, rtol=1e-6)
+
+
+def test_float_labels_of_the_batch_shape_get_a_message_about_integer_labels():
+    logits = jnp.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"class indices and must be integers \(got dtype float32\)"):
+        jxent.softmax_cross_entropy(logits, jnp.array([0.0, 1.0, 2.0, 1.0]))
+    # A float column that broadcasts (shape [4, 1]) is a distribution, as in optax.
+    np.testing.assert_allclose(
+        jxent.softmax_cross_entropy(logits, jnp.ones((4, 1))),
+        optax.losses.softmax_cross_entropy(logits, jnp.ones((4, 1))),
+    )
