@@ -74,3 +74,12 @@ def test_the_boundary_check_finds_offences():
         "jxent.focal imports jxent.cross_entropy._integer_kernel",
         "jxent.focal uses jxent.fused._private",
     ]
+
+
+def test_the_package_is_marked_typed_for_type_checkers():
+    """PEP 561: ``jxent/py.typed`` exists and the build ships it (package data in pyproject.toml)."""
+    import tomllib
+
+    assert (PACKAGE / "py.typed").is_file()
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["jxent"]
