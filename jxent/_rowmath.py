@@ -38,6 +38,7 @@ __all__ = [
     "RowStats",
     "capped",
     "empty_stats",
+    "entropy_of",
     "exp_offsets",
     "integer_label_coefficients",
     "integer_target_log_p",
@@ -47,10 +48,12 @@ __all__ = [
     "merge",
     "probabilities",
     "rescale",
+    "rescale_moment",
     "row_loss",
     "row_stats",
     "shift",
     "shifted_exp",
+    "shifted_moment",
     "softmax_coefficient",
     "target_mass",
     "transform_logits",
@@ -185,6 +188,30 @@ def merge(a: RowStats, b: RowStats) -> RowStats:
     """The statistics of the union of two parts of the same rows (the online log-sum-exp step)."""
     m = jnp.maximum(a.max, b.max)
     return RowStats(m, rescale(a, m) + rescale(b, m))
+
+
+def shifted_moment(z: jax.Array, stats: RowStats) -> jax.Array:
+    """:math:`\\sum_c e^{z_c - m} (z_c - m)` along the last axis (not kept), with :math:`0 \\cdot \\infty = 0` (absent
+    classes) and the limits of :func:`shift`. Every term lies in :math:`[-1/e, 0]`, so the entropy
+    :func:`entropy_of` has no cancellation even for logits of magnitude :math:`10^4`."""
+    m = stats.max[..., None] if stats.max.ndim == z.ndim - 1 else stats.max
+    s = shift(z, m)
+    e = jnp.exp(s)
+    return jnp.sum(jnp.where(e == 0, 0.0, e * s), axis=-1)
+
+
+def rescale_moment(moment: jax.Array, stats: RowStats, new_max: jax.Array) -> jax.Array:
+    """A :func:`shifted_moment` relative to a maximum ``new_max >= stats.max``:
+    :math:`e^{m - M} (\\mu + (m - M) s)`."""
+    d = jnp.where(jnp.isfinite(stats.max) & jnp.isfinite(new_max), stats.max - new_max, 0.0)
+    return jnp.exp(shift(stats.max, new_max)) * (moment + d * stats.total)
+
+
+def entropy_of(stats: RowStats, moment: jax.Array) -> jax.Array:
+    """:math:`H = -\\sum_c p_c \\log p_c = \\log s - \\mu / s` from the row statistics and :func:`shifted_moment`
+    (0 for a row with no class present)."""
+    total = jnp.where(stats.present, stats.total, 1.0)
+    return jnp.where(stats.present, stats.log_total - moment / total, 0.0)
 
 
 def empty_stats(shape: tuple[int, ...], dtype: Any) -> RowStats:

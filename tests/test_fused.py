@@ -11,7 +11,7 @@ from jax.test_util import check_grads
 
 import jxent
 from jxent._options import CrossEntropyOptions
-from jxent.fused import config as fused
+from jxent.fused import prepare as fused
 
 N, D, V = 37, 16, 50  # N and V are not multiples of the chunks below
 CHUNKS = {"chunk_size": 16, "token_chunk_size": 8}

@@ -18,8 +18,8 @@ from typing import Any
 
 import jax
 
-from jxent.fused.config import prepare_arguments
 from jxent.fused.kernel import compute
+from jxent.fused.prepare import prepare_arguments
 
 __all__ = ["linear_softmax_cross_entropy"]
 
@@ -41,6 +41,8 @@ def linear_softmax_cross_entropy(
     token_chunk_size: int | None = None,
     schedule: str = "auto",
     weight_layout: str = "dv",
+    token_weight: Any = None,
+    where: Any = None,
     return_lse: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Softmax cross-entropy of ``hidden @ weight (+ bias)`` with integer labels, blockwise, without the logits.
@@ -127,4 +129,5 @@ def linear_softmax_cross_entropy(
       Wijmans et al., `Cut Your Losses in Large-Vocabulary Language Models <https://arxiv.org/abs/2411.09009>`_,
       2024.
     """
-    return compute(prepare_arguments(locals()), reduction, return_lse)
+    loss, rest = compute(prepare_arguments(locals()), reduction, outputs=return_lse)
+    return (loss, rest[0]) if return_lse else loss

@@ -30,6 +30,7 @@ __all__ = [
     "logit_block",
     "logit_cotangent",
     "n_blocks",
+    "transformed",
 ]
 
 
@@ -60,14 +61,6 @@ class RowCoefficients(NamedTuple):
     offset: jax.Array
     d: jax.Array
     inv_total: jax.Array
-
-    def rows(self, t0: Any, size: int) -> RowCoefficients:
-        """The coefficients of rows ``t0:t0+size``."""
-
-        def cut(r: Any) -> Any:
-            return None if r is None else lax.dynamic_slice_in_dim(r, t0, size)
-
-        return RowCoefficients(*(cut(r) for r in self))
 
 
 def empty_sums(cfg: FusedConfig, shape: tuple[int, ...]) -> RowSums:
@@ -110,7 +103,7 @@ def logit_block(cfg: FusedConfig, h_blk: jax.Array, w_blk: jax.Array, bias: Any,
     of the weight block in whichever layout it has (no transpose)."""
     dims = (((1,), (1 - cfg.vocab_axis,)), ((), ()))
     x = lax.dot_general(h_blk, w_blk, dims, preferred_element_type=cfg.acc_dtype)
-    if cfg.has_bias:
+    if bias is not None:
         x = x + lax.dynamic_slice_in_dim(bias, v0, cfg.vocab_chunk).astype(cfg.acc_dtype)[None, :]
     return x
 
@@ -156,6 +149,15 @@ def block_stats(
     return row_stats(z, keepdims=False), sums
 
 
+def transformed(cfg: FusedConfig, arrays: OptionArrays, x: jax.Array) -> tuple[jax.Array, Any]:
+    """The transformed logits ``z`` (soft-cap, temperature) of a block and the map from ``dz`` to ``dx`` (``None``
+    when there is no transform)."""
+    if not (cfg.has_cap or cfg.has_temperature):
+        return x, None
+    z, pullback = jax.vjp(lambda v: transform_logits(v, cfg, arrays), x)
+    return z, lambda dz: pullback(dz)[0]
+
+
 def logit_cotangent(
     cfg: FusedConfig,
     arrays: OptionArrays,
@@ -170,10 +172,7 @@ def logit_cotangent(
 
     ``token_mask`` zeroes the rows of an overlapping last token block.
     """
-    if cfg.has_cap or cfg.has_temperature:
-        z, pullback = jax.vjp(lambda v: transform_logits(v, cfg, arrays), x)
-    else:
-        z, pullback = x, None
+    z, pullback = transformed(cfg, arrays, x)
     coef_p, coef_a, coef_b = rows.coef_p, rows.coef_a, rows.coef_b
     if token_mask is not None:
         coef_p, coef_a = (jnp.where(token_mask, c, 0.0) for c in (coef_p, coef_a))
@@ -191,7 +190,7 @@ def logit_cotangent(
     )
     if valid is not None:
         dz = jnp.where(valid[None, :], dz, 0.0)
-    return dz if pullback is None else pullback(dz)[0]
+    return dz if pullback is None else pullback(dz)
 
 
 def dh_block(cfg: FusedConfig, dx: jax.Array, w_blk: jax.Array) -> jax.Array:

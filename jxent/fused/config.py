@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -20,7 +19,17 @@ from jxent import _checks
 from jxent._options import CrossEntropyOptions, OptionArrays
 from jxent.fused.group import LOCAL, VocabGroup
 
-__all__ = ["SCHEDULES", "WEIGHT_LAYOUTS", "FusedConfig", "Prepared", "make_config", "prepare", "prepare_arguments"]
+__all__ = [
+    "SCHEDULES",
+    "WEIGHT_LAYOUTS",
+    "FusedConfig",
+    "check_batch",
+    "check_head",
+    "check_linear_inputs",
+    "make_config",
+    "per_class",
+    "row_weights",
+]
 
 SCHEDULES = ("auto", "one_pass", "split", "token", "vocab")
 WEIGHT_LAYOUTS = ("dv", "vd")
@@ -36,7 +45,6 @@ class FusedConfig(NamedTuple):
     vocab: int  # the classes this device holds (all of them unless ``group`` is sharded)
     token_chunk: int
     vocab_chunk: int
-    has_bias: bool
     has_class_weight: bool
     has_smoothing: bool
     has_z_loss: bool
@@ -47,8 +55,6 @@ class FusedConfig(NamedTuple):
     schedule: str
     matmul_dtype: str
     acc_dtype: str  # float32, or float64 for float64 inputs
-    weight_dtype: str
-    bias_dtype: str
     vocab_axis: int  # 1 for a [D, V] weight, 0 for a [V, D] one
     group: VocabGroup = LOCAL
 
@@ -110,7 +116,6 @@ def make_config(
     hidden_size: int,
     dtypes: tuple[Any, ...],
     weight_dtype: Any,
-    bias_dtype: Any,
     has_class_weight: bool,
     options: CrossEntropyOptions,
     chunk_size: int | None,
@@ -118,12 +123,13 @@ def make_config(
     schedule: str,
     group: VocabGroup = LOCAL,
     vocab_axis: int = 1,
+    num_heads: int = 1,
 ) -> tuple[FusedConfig, OptionArrays]:
     """The trace-time configuration and the scalar options (as constants in the accumulation dtype)."""
     n = max(num_tokens, 1)
     cpu = _platform() == "cpu"
     resolved = _choose_schedule(schedule, weight_dtype, group.sharded, cpu, 4 * n * hidden_size)
-    default_tc, default_vc = _default_chunks(resolved, cpu, hidden_size, vocab)
+    default_tc, default_vc = _default_chunks(resolved, cpu, hidden_size, vocab * num_heads)
     matmul_dtype = functools.reduce(jnp.promote_types, dtypes)
     acc_dtype = _checks.compute_dtype(matmul_dtype)
     if cpu:
@@ -133,7 +139,6 @@ def make_config(
         vocab=vocab,
         token_chunk=_chunk(token_chunk_size, default_tc, n, "token_chunk_size"),
         vocab_chunk=_chunk(chunk_size, default_vc, vocab, "chunk_size"),
-        has_bias=bias_dtype is not None,
         has_class_weight=has_class_weight,
         has_smoothing=options.has_smoothing,
         has_z_loss=options.has_z_loss,
@@ -144,23 +149,10 @@ def make_config(
         schedule=resolved,
         matmul_dtype=jnp.dtype(matmul_dtype).name,
         acc_dtype=jnp.dtype(acc_dtype).name,
-        weight_dtype=jnp.dtype(weight_dtype).name,
-        bias_dtype="" if bias_dtype is None else jnp.dtype(bias_dtype).name,
         vocab_axis=vocab_axis,
         group=group,
     )
     return cfg, options.arrays(acc_dtype)
-
-
-class Prepared(NamedTuple):
-    cfg: FusedConfig
-    arrays: OptionArrays
-    hidden: jax.Array  # [N, D]
-    weight: jax.Array
-    bias: jax.Array | None
-    labels: jax.Array  # [N] int32
-    class_weight: jax.Array | None  # accumulation dtype, no gradient
-    batch_shape: tuple[int, ...]
 
 
 def per_class(x: Any, vocab: int, name: str, what: str = "") -> jax.Array | None:
@@ -174,14 +166,14 @@ def per_class(x: Any, vocab: int, name: str, what: str = "") -> jax.Array | None
     return x
 
 
-def check_linear_inputs(hidden: Any, weight: Any, labels: Any, weight_layout: str) -> tuple[jax.Array, ...]:
-    """``hidden [..., D]``, ``weight`` (``[D, V]`` or, with ``weight_layout="vd"``, ``[V, D]``) and integer
-    ``labels [...]``, checked against each other; raises ``ValueError``/``TypeError`` naming the argument."""
-    hidden = _checks.as_float_array(hidden, "hidden")
-    weight = _checks.as_float_array(weight, "weight")
-    labels = _checks.as_int_array(labels, "labels")
+def check_head(hidden: Any, weight: Any, weight_layout: str, names: tuple[str, str] = ("hidden", "weight")):
+    """``hidden [..., D]`` and ``weight`` (``[D, V]``, or ``[V, D]`` with ``weight_layout="vd"``) checked against each
+    other; raises ``ValueError``/``TypeError`` naming the argument (``names``)."""
+    h_name, w_name = names
+    hidden = _checks.as_float_array(hidden, h_name)
+    weight = _checks.as_float_array(weight, w_name)
     if hidden.ndim < 1:
-        raise ValueError(f"`hidden` must have shape [..., D]; got shape {tuple(hidden.shape)}.")
+        raise ValueError(f"`{h_name}` must have shape [..., D]; got shape {tuple(hidden.shape)}.")
     if weight_layout not in WEIGHT_LAYOUTS:
         raise ValueError(f"`weight_layout` must be one of {WEIGHT_LAYOUTS}; got {weight_layout!r}.")
     d_axis = 0 if weight_layout == "dv" else 1
@@ -189,73 +181,49 @@ def check_linear_inputs(hidden: Any, weight: Any, labels: Any, weight_layout: st
         expected = "[D, V]" if weight_layout == "dv" else "[V, D]"
         other = "`weight_layout='vd'` for a [V, D] matrix" if weight_layout == "dv" else "the default layout [D, V]"
         raise ValueError(
-            f"`weight` must have shape {expected} with D = hidden.shape[-1] = {hidden.shape[-1]}; got shape "
+            f"`{w_name}` must have shape {expected} with D = {h_name}.shape[-1] = {hidden.shape[-1]}; got shape "
             f"{tuple(weight.shape)}. Use {other}."
         )
-    if labels.shape != hidden.shape[:-1]:
-        raise ValueError(
-            f"`labels` must have shape {tuple(hidden.shape[:-1])} (hidden's shape without D); got shape "
-            f"{tuple(labels.shape)}."
-        )
     if weight.shape[1 - d_axis] < 1:
-        raise ValueError("`weight` must have at least one class (V >= 1).")
+        raise ValueError(f"`{w_name}` must have at least one class (V >= 1).")
+    return hidden, weight
+
+
+def check_batch(x: Any, batch_shape: tuple[int, ...], name: str, what: str = "") -> None:
+    """``ValueError`` unless ``x`` has the batch shape (``hidden``'s shape without ``D``)."""
+    if tuple(x.shape) != tuple(batch_shape):
+        raise ValueError(
+            f"`{name}` must {what}have shape {tuple(batch_shape)} (hidden's shape without D); got shape "
+            f"{tuple(x.shape)}."
+        )
+
+
+def check_linear_inputs(hidden: Any, weight: Any, labels: Any, weight_layout: str) -> tuple[jax.Array, ...]:
+    """``hidden [..., D]``, ``weight`` (``[D, V]`` or, with ``weight_layout="vd"``, ``[V, D]``) and integer
+    ``labels [...]``, checked against each other; raises ``ValueError``/``TypeError`` naming the argument."""
+    hidden, weight = check_head(hidden, weight, weight_layout)
+    labels = _checks.as_int_array(labels, "labels")
+    check_batch(labels, hidden.shape[:-1], "labels")
     return hidden, weight, labels
 
 
-def prepare(
-    hidden: Any,
-    weight: Any,
-    labels: Any,
-    *,
-    bias: Any,
-    class_weight: Any,
-    options: CrossEntropyOptions,
-    chunk_size: int | None,
-    token_chunk_size: int | None,
-    schedule: str,
-    weight_layout: str = "dv",
-    group: VocabGroup = LOCAL,
-) -> Prepared:
-    """Checks the arguments and fixes the trace-time configuration. With a sharded ``group``, ``weight``, ``bias``
-    and ``class_weight`` are this device's slice of the vocabulary and ``labels`` are global."""
-    hidden, weight, labels = check_linear_inputs(hidden, weight, labels, weight_layout)
-    vocab_axis = 1 if weight_layout == "dv" else 0
-    d, vocab = weight.shape[1 - vocab_axis], weight.shape[vocab_axis]
-    bias = per_class(bias, vocab, "bias")
-    cw = per_class(class_weight, vocab, "class_weight")
-    batch_shape = tuple(labels.shape)
-    cfg, arrays = make_config(
-        num_tokens=math.prod(batch_shape),
-        vocab=vocab,
-        hidden_size=d,
-        dtypes=(hidden.dtype, weight.dtype),
-        weight_dtype=weight.dtype,
-        bias_dtype=None if bias is None else bias.dtype,
-        has_class_weight=cw is not None,
-        options=options,
-        chunk_size=chunk_size,
-        token_chunk_size=token_chunk_size,
-        schedule=schedule,
-        group=group,
-        vocab_axis=vocab_axis,
-    )
-    cw = None if cw is None else jax.lax.stop_gradient(cw.astype(cfg.acc_dtype))
-    y = _checks.labels_as_int32(labels.reshape(-1), cfg.global_vocab, options.ignore_index)
-    return Prepared(cfg, arrays, hidden.reshape(-1, d), weight, bias, y, cw, batch_shape)
+def row_weights(token_weight: Any, where: Any, batch_shape: tuple[int, ...], dtype: Any) -> jax.Array | None:
+    """Per-token weights ``[N]`` (no gradient), 0 where ``where`` is false; ``None`` when neither is given.
 
-
-def prepare_arguments(arguments: Mapping[str, Any], group: VocabGroup = LOCAL) -> Prepared:
-    """:func:`prepare` from the arguments of a public fused loss (its ``locals()``), with their options."""
-    return prepare(
-        arguments["hidden"],
-        arguments["weight"],
-        arguments["labels"],
-        bias=arguments["bias"],
-        class_weight=arguments["class_weight"],
-        options=CrossEntropyOptions.pick(arguments),
-        chunk_size=arguments["chunk_size"],
-        token_chunk_size=arguments["token_chunk_size"],
-        schedule=arguments["schedule"],
-        weight_layout=arguments["weight_layout"],
-        group=group,
-    )
+    ``token_weight`` must be real, of the batch shape; ``where`` boolean, of the batch shape.
+    """
+    if token_weight is None and where is None:
+        return None
+    n = math.prod(batch_shape)
+    rw = jnp.ones((n,), dtype)
+    if token_weight is not None:
+        token_weight = _checks.as_float_array(token_weight, "token_weight")
+        check_batch(token_weight, batch_shape, "token_weight")
+        rw = token_weight.reshape(n).astype(dtype)
+    if where is not None:
+        where = jnp.asarray(where)
+        if where.dtype != jnp.bool_:
+            raise TypeError(f"`where` must be a boolean mask; got dtype {where.dtype}.")
+        check_batch(where, batch_shape, "where")
+        rw = jnp.where(where.reshape(n), rw, 0.0)
+    return jax.lax.stop_gradient(rw)

@@ -36,9 +36,18 @@ class VocabGroup:
         """Labels relative to this slice (outside ``[0, local_vocab)`` when another slice holds them)."""
         return labels
 
+    def first_class(self, local_vocab: int) -> Any:
+        """The global index of this slice's first class."""
+        return 0
+
     def combine(self, stats: RowStats, sums: Any) -> tuple[RowStats, Any]:
         """The statistics and the additive per-row sums of the whole vocabulary from those of this slice."""
         return stats, sums
+
+    def argmax(self, local_max: jax.Array, index: jax.Array) -> jax.Array:
+        """The global index of each row's largest logit from this slice's maximum and its global ``index`` (the
+        first one on ties, as ``jnp.argmax``)."""
+        return index
 
     def gather(self, x: jax.Array) -> jax.Array:
         """A per-class ``[V_local]`` array of every slice, as ``[V]``."""

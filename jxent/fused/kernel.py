@@ -1,111 +1,187 @@
-"""The ``custom_vjp`` of the fused loss: per-row losses (and ``lse``) in the forward pass, blockwise gradients in
-the backward pass.
+"""The ``custom_vjp`` of the fused losses: per-row outputs in the forward pass, blockwise gradients in the backward.
 
-Forward: the statistics pass (:func:`jxent.fused.schedules.statistics`) and :func:`jxent.fused.rows.finish_rows`;
-only ``[N]`` vectors are kept for the backward pass besides the inputs. Backward: each row's cotangent scales its
-coefficients (:func:`jxent.fused.rows.row_cotangents`), and the configured schedule recomputes the blocks and
-accumulates ``dh``, ``dW`` and ``db`` with float32 accumulation. For ``"mean"``/``"sum"`` on the ``"one_pass"``
-schedule the cotangent is one scalar, so the gradients for a unit cotangent are built in the forward pass instead
-(:func:`fused_total`).
+Forward: every stage of the objective's statistics passes and its finish (:func:`jxent.fused.schedules.forward`);
+only per-row vectors are kept for the backward pass besides the inputs. Backward: the objective turns the output
+cotangents into per-row coefficients (:meth:`jxent.fused.objective.Objective.cotangents`), and the configured
+schedule recomputes the blocks and accumulates ``dh``, ``dW`` and ``db`` of every head with float32 accumulation.
+For ``"mean"``/``"sum"`` on the ``"one_pass"`` schedule the cotangent is one scalar, so the gradients for a unit
+cotangent are built in the forward pass instead (:func:`fused_total`).
+
+Row weights (``token_weight`` and ``where``) are applied here for every objective: the loss of a row is multiplied
+by its weight, so is its weight in ``"mean"`` and the cotangent of its loss; a row of weight 0 gives exactly 0 and a
+zero gradient, even where its own loss would be NaN.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jxent._options import OptionArrays
 from jxent._vma import sum_to_type
-from jxent.fused.config import FusedConfig, Prepared
-from jxent.fused.rows import FinishedRows, finish_rows, global_class_weight, row_cotangents
-from jxent.fused.schedules import gradients, one_pass, statistics
+from jxent.fused.config import FusedConfig
+from jxent.fused.objective import Head, Objective
+from jxent.fused.schedules import forward, gradients, one_pass
 from jxent.reduction import reduce_loss, safe_divide
 
-__all__ = ["compute", "fused_rows", "fused_total", "per_row"]
+__all__ = ["Problem", "compute", "fused_rows", "fused_total", "per_row"]
 
 
-def _forward(cfg: FusedConfig, h, w, bias, labels, cw, arrays: OptionArrays) -> FinishedRows:
-    local = cfg.group.local_labels(labels, cfg.vocab)
-    stats, sums = statistics(cfg, arrays, h, w, bias, local, cw)
-    return finish_rows(cfg, arrays, labels, global_class_weight(cfg, cw), stats, sums)
+class Problem(NamedTuple):
+    """A prepared fused loss: configuration, objective and arrays (rows flattened to ``[N]``)."""
+
+    cfg: FusedConfig
+    objective: Objective
+    arrays: OptionArrays
+    heads: tuple[Head, ...]
+    ctx: Any  # the per-row context the objective starts from (labels, ...)
+    cls: Any  # per-class arrays (class weights), no gradient
+    row_weight: jax.Array | None  # [N] token weights (0 where ``where`` is false), no gradient
+    batch_shape: tuple[int, ...]
 
 
-def _zero_options(arrays: OptionArrays) -> OptionArrays:
-    return OptionArrays(*(jnp.zeros_like(o) for o in arrays))
+def _weighted(x: jax.Array, rw: jax.Array | None) -> jax.Array:
+    """``rw * x`` per row, exactly 0 where ``rw`` is 0."""
+    return x if rw is None else jnp.where(rw != 0, rw * x, 0.0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def fused_rows(cfg: FusedConfig, h, w, bias, labels, cw, arrays: OptionArrays):
-    """``(loss, lse, example_weight)`` per row; gradients flow from the cotangents of ``loss`` and ``lse``."""
-    rows = _forward(cfg, h, w, bias, labels, cw, arrays)
-    return rows.loss, rows.lse, rows.example_weight
+def _zero_rows(tree: Any, rw: jax.Array | None) -> Any:
+    """Every per-row coefficient set to 0 in rows of weight 0."""
+    if rw is None:
+        return tree
+
+    def zero(c: jax.Array) -> jax.Array:
+        keep = (rw != 0).reshape(rw.shape + (1,) * (c.ndim - 1))
+        return jnp.where(keep, c, jnp.zeros((), c.dtype))
+
+    return jax.tree.map(zero, tree)
 
 
-def _fused_rows_fwd(cfg: FusedConfig, h, w, bias, labels, cw, arrays: OptionArrays):
-    rows = _forward(cfg, h, w, bias, labels, cw, arrays)
-    return (rows.loss, rows.lse, rows.example_weight), (h, w, bias, labels, cw, arrays, rows)
+def _outputs(obj: Objective, ctx: Any, rw: jax.Array | None) -> tuple:
+    loss, *rest = obj.outputs(ctx)
+    return (_weighted(loss, rw), *rest, _weighted(obj.count(ctx), rw))
 
 
-def _fused_rows_bwd(cfg: FusedConfig, res, cts):
-    h, w, bias, labels, cw, arrays, rows = res
-    ct_loss, ct_lse, _ = cts
-    coefs = row_cotangents(cfg, rows, labels, ct_loss, ct_lse)
-    dh, dw, db = gradients(cfg, arrays, h, w, bias, cw, coefs)
-    dh = cfg.group.sum_slices(dh)  # every vocabulary slice contributes to each token's dh
-    dh = sum_to_type(dh, h).astype(h.dtype)
-    dw = sum_to_type(dw, w).astype(w.dtype)
-    db = None if db is None else sum_to_type(db, bias).astype(bias.dtype)
-    return dh, dw, db, None, None, _zero_options(arrays)
+def _no_cotangents(*trees: Any) -> tuple:
+    """Zero cotangents for inputs that get none (``None`` for integer arrays)."""
+
+    def zero(x: Any) -> Any:
+        return jnp.zeros_like(x) if jnp.issubdtype(x.dtype, jnp.inexact) else None
+
+    return tuple(jax.tree.map(zero, t) for t in trees)
+
+
+def _head_cotangents(heads: tuple[Head, ...], grads: tuple) -> tuple[Head, ...]:
+    out = []
+    for hd, (dh, dw, db) in zip(heads, grads, strict=True):
+        out.append(
+            Head(
+                sum_to_type(dh, hd.hidden).astype(hd.hidden.dtype),
+                sum_to_type(dw, hd.weight).astype(hd.weight.dtype),
+                None if db is None or hd.bias is None else sum_to_type(db, hd.bias).astype(hd.bias.dtype),
+            )
+        )
+    return tuple(out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def fused_rows(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays: OptionArrays):
+    """The objective's per-row outputs (the first weighted by ``rw``), then each row's weight in ``"mean"``.
+    Gradients flow from the cotangents of the outputs."""
+    return _outputs(obj, forward(cfg, obj, arrays, heads, ctx, cls), rw)
+
+
+def _fused_rows_fwd(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays: OptionArrays):
+    done = forward(cfg, obj, arrays, heads, ctx, cls)
+    return _outputs(obj, done, rw), (heads, done, cls, rw, arrays, ctx)
+
+
+def _fused_rows_bwd(cfg: FusedConfig, obj: Objective, res, cts):
+    heads, done, cls, rw, arrays, ctx = res
+    ct_loss, *rest = cts[:-1]
+    coefs = _zero_rows(obj.cotangents(cfg, done, (_weighted(ct_loss, rw), *rest)), rw)
+    grads = gradients(cfg, obj, arrays, heads, cls, coefs)
+    # every vocabulary slice contributes to each token's dh
+    grads = tuple((cfg.group.sum_slices(dh), dw, db) for dh, dw, db in grads)
+    return _head_cotangents(heads, grads), *_no_cotangents(ctx, cls, rw, arrays)
 
 
 fused_rows.defvjp(_fused_rows_fwd, _fused_rows_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def fused_total(cfg: FusedConfig, h, w, bias, labels, cw, arrays: OptionArrays):
-    """``(sum of the row losses, sum of the example weights)``: for ``"mean"``/``"sum"`` the cotangent is a
-    scalar. The second output has no gradient."""
-    rows = _forward(cfg, h, w, bias, labels, cw, arrays)
-    return jnp.sum(rows.loss), jnp.sum(rows.example_weight)
+def _unit_coefficients(cfg: FusedConfig, obj: Objective, rw: jax.Array | None):
+    """The gradient coefficients of a token block for the cotangent 1 (times its row weight) on each loss."""
+
+    def coefs(ctx_blk: Any, t0: Any) -> Any:
+        outs = obj.outputs(ctx_blk)
+        w = None if rw is None else jax.lax.dynamic_slice_in_dim(rw, t0, cfg.token_chunk)
+        ones = jnp.ones(outs[0].shape, cfg.acc_dtype)
+        cts = (_weighted(ones, w), *(jnp.zeros_like(o) for o in outs[1:]))
+        return _zero_rows(obj.cotangents(cfg, ctx_blk, cts), w)
+
+    return coefs
 
 
-def _fused_total_fwd(cfg: FusedConfig, h, w, bias, labels, cw, arrays: OptionArrays):
-    rows, dh, dw, db = one_pass(cfg, arrays, h, w, bias, labels, cw, global_class_weight(cfg, cw))
-    out = (jnp.sum(rows.loss), jnp.sum(rows.example_weight))
-    return out, (dh, dw, db if cfg.has_bias else None, arrays, jnp.zeros((0,), h.dtype))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def fused_total(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays: OptionArrays):
+    """``(sum of the weighted row losses, sum of the row weights in "mean")``: for ``"mean"``/``"sum"`` the
+    cotangent is a scalar. The second output has no gradient."""
+    outs = _outputs(obj, forward(cfg, obj, arrays, heads, ctx, cls), rw)
+    return jnp.sum(outs[0]), jnp.sum(outs[-1])
 
 
-def _fused_total_bwd(cfg: FusedConfig, res, cts):
-    dh, dw, db, arrays, h_dtype = res  # h_dtype: an empty array of the hidden states' dtype
+def _fused_total_fwd(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays: OptionArrays):
+    done, grads = one_pass(cfg, obj, arrays, heads, ctx, cls, _unit_coefficients(cfg, obj, rw))
+    outs = _outputs(obj, done, rw)
+    grads = tuple((dh, dw, db if hd.bias is not None else None) for hd, (dh, dw, db) in zip(heads, grads, strict=True))
+    dtypes = tuple(jnp.zeros((0,), hd.hidden.dtype) for hd in heads)  # the hidden states' dtypes, as empty arrays
+    return (jnp.sum(outs[0]), jnp.sum(outs[-1])), (grads, dtypes, heads_meta(heads), ctx, cls, rw, arrays)
+
+
+def heads_meta(heads: tuple[Head, ...]) -> tuple:
+    """Empty arrays of each head's weight and bias dtypes (kept instead of the arrays themselves)."""
+    return tuple(
+        (jnp.zeros((0,), hd.weight.dtype), None if hd.bias is None else jnp.zeros((0,), hd.bias.dtype)) for hd in heads
+    )
+
+
+def _fused_total_bwd(cfg: FusedConfig, obj: Objective, res, cts):
+    grads, dtypes, meta, ctx, cls, rw, arrays = res
     ct = cts[0].astype(cfg.acc_dtype)
-    dh = (ct * dh).astype(h_dtype.dtype)
-    dw = (ct * dw).astype(cfg.weight_dtype)
-    db = None if db is None else (ct * db).astype(cfg.bias_dtype)
-    return dh, dw, db, None, None, _zero_options(arrays)
+    out = []
+    for (dh, dw, db), h_dtype, (w_dtype, b_dtype) in zip(grads, dtypes, meta, strict=True):
+        out.append(
+            Head(
+                (ct * dh).astype(h_dtype.dtype),
+                (ct * dw).astype(w_dtype.dtype),
+                None if db is None else (ct * db).astype(b_dtype.dtype),
+            )
+        )
+    return tuple(out), *_no_cotangents(ctx, cls, rw, arrays)
 
 
 fused_total.defvjp(_fused_total_fwd, _fused_total_bwd)
 
 
-def per_row(p: Prepared) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(loss, lse, example_weight)`` of the prepared loss, each of the batch shape; the example weights (the
-    ``"mean"`` denominators, 0 for tokens that do not count) carry no gradient."""
+def per_row(p: Problem) -> tuple[jax.Array, ...]:
+    """The objective's outputs, then the row weights in ``"mean"`` (no gradient), each of the batch shape."""
     if math.prod(p.batch_shape) == 0:
-        empty = jnp.zeros(p.batch_shape, jnp.float32)
-        return empty, empty, empty
-    loss, lse, weight = fused_rows(p.cfg, p.hidden, p.weight, p.bias, p.labels, p.class_weight, p.arrays)
-    return tuple(x.reshape(p.batch_shape) for x in (loss, lse, jax.lax.stop_gradient(weight)))  # type: ignore[return-value]
+        return (*p.objective.empty(p.cfg, p.batch_shape), jnp.zeros(p.batch_shape, p.cfg.acc_dtype))
+    outs = fused_rows(p.cfg, p.objective, p.heads, p.ctx, p.cls, p.row_weight, p.arrays)
+    *values, weight = (x.reshape(p.batch_shape) for x in outs)
+    return (*values, jax.lax.stop_gradient(weight))
 
 
-def compute(p: Prepared, reduction: str, return_lse: bool):
-    """Runs the prepared loss on this device and reduces it."""
+def compute(p: Problem, reduction: str, outputs: bool = False) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """The reduced loss of the prepared problem on this device, and the other per-row outputs when ``outputs``
+    (else ``()``: then ``"mean"``/``"sum"`` on the ``"one_pass"`` schedule build the gradients in the forward)."""
     n: int = math.prod(p.batch_shape)
-    if p.cfg.schedule == "one_pass" and reduction != "none" and not return_lse and n > 0:
-        total, weight = fused_total(p.cfg, p.hidden, p.weight, p.bias, p.labels, p.class_weight, p.arrays)
-        return total if reduction == "sum" else safe_divide(total, jax.lax.stop_gradient(weight))
-    losses, lse, weight = per_row(p)
-    out = reduce_loss(losses, weights=weight, reduction=reduction)
-    return (out, lse) if return_lse else out
+    if p.cfg.schedule == "one_pass" and reduction != "none" and n > 0 and not outputs:
+        total, weight = fused_total(p.cfg, p.objective, p.heads, p.ctx, p.cls, p.row_weight, p.arrays)
+        return (total if reduction == "sum" else safe_divide(total, jax.lax.stop_gradient(weight))), ()
+    loss, *rest, weight = per_row(p)
+    return reduce_loss(loss, weights=weight, reduction=reduction), tuple(rest)

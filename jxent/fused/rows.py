@@ -88,17 +88,18 @@ def finish_rows(
 
 
 def row_cotangents(
-    cfg: FusedConfig, rows: FinishedRows, labels: jax.Array, ct_loss: jax.Array, ct_lse: jax.Array
+    cfg: FusedConfig, rows: FinishedRows, local_labels: jax.Array, ct_loss: jax.Array, ct_lse: jax.Array
 ) -> RowCoefficients:
     """The coefficients of ``dx`` for per-row cotangents of the loss and of ``lse``
-    (:math:`\\partial\\,\\mathrm{lse}/\\partial z = \\mathrm{softmax}(z)`)."""
+    (:math:`\\partial\\,\\mathrm{lse}/\\partial z = \\mathrm{softmax}(z)`); ``local_labels`` are relative to this
+    vocabulary slice."""
     ct_loss = ct_loss.astype(cfg.acc_dtype)
     offset, d = exp_offsets(rows.stats.max, cfg.acc_dtype)
     return RowCoefficients(
         coef_p=ct_loss * rows.coef + ct_lse.astype(cfg.acc_dtype),
         coef_a=ct_loss * rows.a,
         coef_b=None if rows.b is None else ct_loss * rows.b,
-        labels=cfg.group.local_labels(labels, cfg.vocab),
+        labels=local_labels,
         offset=offset,
         d=d,
         inv_total=1.0 / jnp.where(rows.stats.present, rows.stats.total, 1.0),

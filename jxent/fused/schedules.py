@@ -1,9 +1,10 @@
-"""The loop schedules of the fused loss: the statistics pass and the four ways to accumulate the gradients.
+"""The loops of the fused losses: the statistics passes and the four ways to accumulate the gradients.
 
-Each loop is a ``lax.fori_loop`` over blocks (:mod:`jxent.fused.blocks`). The statistics pass is token-outer,
-vocabulary-inner and keeps the running :class:`jxent._rowmath.RowStats` of each row, merged block by block with
-:func:`jxent._rowmath.merge` (the online log-sum-exp). The gradient passes recompute each block's logits and
-differ only in which accumulator is complete after its inner loop (see
+Each loop is a ``lax.fori_loop`` over blocks (:mod:`jxent.fused.blocks`) of one or more linear heads
+(:class:`jxent.fused.objective.Head`); what is computed per block is the :class:`jxent.fused.objective.Objective`'s.
+The statistics passes are token-outer, vocabulary-inner and keep the running statistics of each row, merged block
+by block (for softmax statistics, :func:`jxent._rowmath.merge`: the online log-sum-exp). The gradient passes
+recompute each block's logits and differ only in which accumulator is complete after its inner loop (see
 :func:`jxent.linear_softmax_cross_entropy` for the memory each one needs).
 """
 
@@ -16,19 +17,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from jxent._options import OptionArrays
-from jxent._rowmath import RowStats, empty_stats, merge
 from jxent._vma import fori
 from jxent.fused.blocks import (
-    RowCoefficients,
-    RowSums,
-    add_sums,
     block_start,
-    block_stats,
     dh_block,
     dw_block,
-    empty_sums,
     logit_block,
-    logit_cotangent,
     masked_rows,
     n_blocks,
     take,
@@ -37,9 +31,11 @@ from jxent.fused.blocks import (
     weight_block,
 )
 from jxent.fused.config import FusedConfig
-from jxent.fused.rows import FinishedRows, finish_rows, row_cotangents
+from jxent.fused.objective import Head, Objective, row_slice
 
-__all__ = ["gradients", "one_pass", "statistics"]
+__all__ = ["forward", "gradients", "one_pass"]
+
+Heads = tuple[Head, ...]
 
 
 def _put(full: Any, part: Any, t0: Any) -> Any:
@@ -47,44 +43,76 @@ def _put(full: Any, part: Any, t0: Any) -> Any:
     return jax.tree.map(lambda f, p: lax.dynamic_update_slice_in_dim(f, p.astype(f.dtype), t0, 0), full, part)
 
 
-def _vocab_loop(cfg: FusedConfig, arrays: OptionArrays, h_blk, w, bias, y_blk, cw, refs, keep_logits: bool):
-    """Statistics of the rows of one token block over this device's vocabulary; with ``keep_logits`` also the
-    ``[Tc, V]`` logit rows (the one-pass row buffer)."""
-    tc, vc = cfg.token_chunk, cfg.vocab_chunk
+def _token_blocks(cfg: FusedConfig, heads: Heads, t0: Any) -> tuple:
+    return tuple(take(cfg, hd.hidden, t0, cfg.token_chunk, 0) for hd in heads)
+
+
+def _logit_blocks(cfg: FusedConfig, heads: Heads, h_blks: tuple, v0: Any) -> tuple[tuple, tuple]:
+    """Each head's weight block and logit block at columns ``v0:v0+Vc``."""
+    w_blks = tuple(weight_block(cfg, hd.weight, v0) for hd in heads)
+    xs = tuple(logit_block(cfg, h, w, hd.bias, v0) for h, w, hd in zip(h_blks, w_blks, heads, strict=True))
+    return w_blks, xs
+
+
+def _vocab_loop(cfg, obj: Objective, arrays, stage, heads, h_blks, ctx_blk, cls, refs, bufs=None, keep=False):
+    """The statistics of ``stage`` for the rows of one token block over this device's vocabulary. The logits come
+    from ``bufs`` (the one-pass row buffers ``[Tc, V]`` per head) when given; ``keep`` fills them."""
+    vc = cfg.vocab_chunk
 
     def body(j, carry):
-        buf, stats, sums = carry
+        bufs, acc = carry
         v0 = block_start(j, vc, cfg.vocab)
-        x = logit_block(cfg, h_blk, weight_block(cfg, w, v0), bias, v0)
-        blk_stats, blk_sums = block_stats(cfg, arrays, x, v0, vocab_valid(cfg, j, v0), y_blk, cw)
-        if keep_logits:
-            buf = lax.dynamic_update_slice_in_dim(buf, x, v0, 1)
-        return buf, merge(stats, blk_stats), add_sums(sums, blk_sums)
+        if bufs is not None and not keep:
+            xs = tuple(lax.dynamic_slice_in_dim(b, v0, vc, 1) for b in bufs)
+        else:
+            _, xs = _logit_blocks(cfg, heads, h_blks, v0)
+            if keep:
+                bufs = tuple(lax.dynamic_update_slice_in_dim(b, x, v0, 1) for b, x in zip(bufs, xs, strict=True))
+        part = obj.block(cfg, arrays, stage, xs, v0, vocab_valid(cfg, j, v0), ctx_blk, cls)
+        return bufs, obj.merge(stage, acc, part)
 
-    buf0 = jnp.zeros((tc, cfg.vocab) if keep_logits else (0,), cfg.acc_dtype)
-    init = (buf0, empty_stats((tc,), cfg.acc_dtype), empty_sums(cfg, (tc,)))
+    init = (bufs, obj.init(cfg, stage, cfg.token_chunk))
     return fori(n_blocks(cfg.vocab, vc), body, init, refs)
 
 
-def statistics(cfg: FusedConfig, arrays: OptionArrays, h, w, bias, labels, cw) -> tuple[RowStats, RowSums]:
-    """Token-outer, vocabulary-inner pass: the row statistics and sums of every token, each ``[N]`` in the
-    accumulation dtype (``labels`` are local to this vocabulary slice)."""
-    refs = (h, w, bias, labels, cw, arrays)
+def _statistics(cfg: FusedConfig, obj: Objective, arrays: OptionArrays, stage: int, heads: Heads, ctx, cls):
+    """Token-outer, vocabulary-inner pass: the statistics of ``stage`` for every row (this device's classes)."""
+    refs = (heads, ctx, cls, arrays)
     tc = cfg.token_chunk
 
     def token_body(i, carry):
         t0 = block_start(i, tc, cfg.num_tokens)
-        h_blk = take(cfg, h, t0, tc, 0)
-        y_blk = lax.dynamic_slice_in_dim(labels, t0, tc)
-        _, stats, sums = _vocab_loop(cfg, arrays, h_blk, w, bias, y_blk, cw, refs, keep_logits=False)
-        return _put(carry, (stats, sums), t0)
+        h_blks = _token_blocks(cfg, heads, t0)
+        _, acc = _vocab_loop(cfg, obj, arrays, stage, heads, h_blks, row_slice(ctx, t0, tc), cls, refs)
+        return _put(carry, acc, t0)
 
     n = cfg.num_tokens
-    init = (empty_stats((n,), cfg.acc_dtype), empty_sums(cfg, (n,)))
-    return fori(n_blocks(n, tc), token_body, init, refs)
+    return fori(n_blocks(n, tc), token_body, obj.init(cfg, stage, n), refs)
 
 
-def _token_outer_update(cfg: FusedConfig, acc, dx, w_blk, h_dw, tmask, v0):
+def forward(cfg: FusedConfig, obj: Objective, arrays: OptionArrays, heads: Heads, ctx: Any, cls: Any) -> Any:
+    """Every stage's statistics pass and finish: the finished row context of every row."""
+    for stage in range(obj.num_stages):
+        acc = _statistics(cfg, obj, arrays, stage, heads, ctx, cls)
+        ctx = obj.finish(cfg, arrays, stage, acc, ctx, cls)
+    return ctx
+
+
+def _zero_grads(cfg: FusedConfig, heads: Heads, dh: bool, dw: bool) -> tuple:
+    """Per head: ``(dh, dW, db)`` accumulators (empty where not wanted)."""
+    out = []
+    for hd in heads:
+        out.append(
+            (
+                jnp.zeros(hd.hidden.shape if dh else (0, 0), cfg.acc_dtype),
+                jnp.zeros(hd.weight.shape if dw else (0, 0), cfg.acc_dtype),
+                jnp.zeros((cfg.vocab,) if (dw and hd.bias is not None) else (0,), cfg.acc_dtype),
+            )
+        )
+    return tuple(out)
+
+
+def _token_outer_update(cfg: FusedConfig, head: Head, acc, dx, w_blk, h_dw, tmask, v0):
     """Adds one block's ``dx`` to the ``dh`` block accumulator and (when ``h_dw`` is given) to the full ``dW``/``db``
     accumulators; ``h_dw``/``tmask`` have the rows of an overlapping last token block masked."""
     dh_acc, dw_acc, db_acc = acc
@@ -94,28 +122,35 @@ def _token_outer_update(cfg: FusedConfig, acc, dx, w_blk, h_dw, tmask, v0):
     if h_dw is not None:
         upd = dw_block(cfg, h_dw, dx_m)
         dw_acc = lax.dynamic_update_slice_in_dim(dw_acc, lax.dynamic_slice_in_dim(dw_acc, v0, vc, ax) + upd, v0, ax)
-        if cfg.has_bias:
+        if head.bias is not None:
             col_sum = jnp.sum(dx if tmask is None else jnp.where(tmask[:, None], dx, 0.0), axis=0)
             db_acc = lax.dynamic_update_slice_in_dim(db_acc, lax.dynamic_slice_in_dim(db_acc, v0, vc) + col_sum, v0, 0)
     return dh_acc, dw_acc, db_acc
 
 
-def _grad_vocab_inner(cfg, arrays, h_blk, w, bias, cw, rows_blk, acc, h_dw, tmask, refs, logits=None):
-    """The vocabulary loop of a token-outer gradient pass; ``logits`` is the one-pass row buffer, if kept."""
+def _grad_vocab_inner(cfg, obj, arrays, heads, h_blks, cls, coefs_blk, accs, h_dws, tmask, refs, bufs=None):
+    """The vocabulary loop of a token-outer gradient pass; ``bufs`` are the one-pass row buffers, if kept.
+    ``accs`` holds each head's ``(dW, db)``; returns each head's ``(dh block, dW, db)``."""
     vc = cfg.vocab_chunk
 
     def body(j, c):
         v0 = block_start(j, vc, cfg.vocab)
-        w_blk = weight_block(cfg, w, v0)
-        if logits is None:
-            x = logit_block(cfg, h_blk, w_blk, bias, v0)
+        w_blks = tuple(weight_block(cfg, hd.weight, v0) for hd in heads)
+        if bufs is None:
+            _, xs = _logit_blocks(cfg, heads, h_blks, v0)
         else:
-            x = lax.dynamic_slice_in_dim(logits, v0, vc, 1)
-        dx = logit_cotangent(cfg, arrays, x, v0, vocab_valid(cfg, j, v0), rows_blk, cw)
-        return _token_outer_update(cfg, c, dx, w_blk, h_dw, tmask, v0)
+            xs = tuple(lax.dynamic_slice_in_dim(b, v0, vc, 1) for b in bufs)
+        dxs = obj.grad_block(cfg, arrays, xs, v0, vocab_valid(cfg, j, v0), coefs_blk, cls, None)
+        return tuple(
+            _token_outer_update(cfg, hd, acc, dx, w_blk, h_dw, tmask, v0)
+            for hd, acc, dx, w_blk, h_dw in zip(heads, c, dxs, w_blks, h_dws, strict=True)
+        )
 
-    d = h_blk.shape[1]
-    return fori(n_blocks(cfg.vocab, vc), body, (jnp.zeros((cfg.token_chunk, d), cfg.acc_dtype), *acc), refs)
+    init = tuple(
+        (jnp.zeros((cfg.token_chunk, hd.hidden.shape[1]), cfg.acc_dtype), *acc)
+        for hd, acc in zip(heads, accs, strict=True)
+    )
+    return fori(n_blocks(cfg.vocab, vc), body, init, refs)
 
 
 def _dh_dtype(cfg: FusedConfig, h):
@@ -123,125 +158,146 @@ def _dh_dtype(cfg: FusedConfig, h):
     return cfg.acc_dtype if cfg.sharded else h.dtype
 
 
-def _grad_token_outer(cfg: FusedConfig, arrays, h, w, bias, cw, rows: RowCoefficients, want_dw: bool):
+def _grad_token_outer(cfg: FusedConfig, obj, arrays, heads: Heads, cls, coefs, want_dw: bool):
     """Token-outer pass: each ``dh`` block is complete after its vocabulary loop; ``dW`` (if wanted) is a full
     ``[D, V]`` float32 accumulator."""
-    refs = (h, w, bias, cw, rows, arrays)
+    refs = (heads, cls, coefs, arrays)
     tc = cfg.token_chunk
 
     def token_body(i, carry):
-        dh_all, dw_all, db_all = carry
         t0 = block_start(i, tc, cfg.num_tokens)
-        h_blk = take(cfg, h, t0, tc, 0)
+        h_blks = _token_blocks(cfg, heads, t0)
         tmask = token_valid(cfg, i, t0) if want_dw else None
         # Rows of an overlapping last block were already done: their dh is rewritten unchanged, their dW masked.
-        h_dw = masked_rows(h_blk, tmask) if want_dw else None
-        dh_blk, dw_all, db_all = _grad_vocab_inner(
-            cfg, arrays, h_blk, w, bias, cw, rows.rows(t0, tc), (dw_all, db_all), h_dw, tmask, refs
-        )
-        return _put(dh_all, dh_blk, t0), dw_all, db_all
+        h_dws = tuple(masked_rows(h, tmask) if want_dw else None for h in h_blks)
+        accs = tuple((dw, db) for _, dw, db in carry)
+        coefs_blk = row_slice(coefs, t0, tc)
+        out = _grad_vocab_inner(cfg, obj, arrays, heads, h_blks, cls, coefs_blk, accs, h_dws, tmask, refs)
+        return tuple((_put(c[0], o[0], t0), o[1], o[2]) for c, o in zip(carry, out, strict=True))
 
-    dw0 = jnp.zeros(w.shape if want_dw else (0, 0), cfg.acc_dtype)
-    db0 = jnp.zeros((cfg.vocab,) if (want_dw and cfg.has_bias) else (0,), cfg.acc_dtype)
-    dh0 = jnp.zeros(h.shape, _dh_dtype(cfg, h))
-    return fori(n_blocks(cfg.num_tokens, tc), token_body, (dh0, dw0, db0), refs)
+    init = tuple(
+        (jnp.zeros(hd.hidden.shape, _dh_dtype(cfg, hd.hidden)), dw, db)
+        for hd, (_, dw, db) in zip(heads, _zero_grads(cfg, heads, dh=False, dw=want_dw), strict=True)
+    )
+    return fori(n_blocks(cfg.num_tokens, tc), token_body, init, refs)
 
 
-def _grad_vocab_outer(cfg: FusedConfig, arrays, h, w, bias, cw, rows: RowCoefficients, want_dh: bool):
+def _grad_vocab_outer(cfg: FusedConfig, obj, arrays, heads: Heads, cls, coefs, want_dh: bool):
     """Vocabulary-outer pass: each ``dW`` block ``[D, Vc]`` is complete after its token loop and written once in
     ``weight``'s dtype; ``dh`` (if wanted) is a full ``[N, D]`` float32 accumulator."""
-    refs = (h, w, bias, cw, rows, arrays)
+    refs = (heads, cls, coefs, arrays)
     tc, vc = cfg.token_chunk, cfg.vocab_chunk
-    d = h.shape[1]
 
     def vocab_body(j, carry):
-        dh_all, dw_all, db_all = carry
         v0 = block_start(j, vc, cfg.vocab)
-        w_blk = weight_block(cfg, w, v0)
+        w_blks = tuple(weight_block(cfg, hd.weight, v0) for hd in heads)
         # Columns of an overlapping last block were already done: their dW is rewritten unchanged, their dh masked.
         vmask = vocab_valid(cfg, j, v0) if want_dh else None
-        w_dh = w_blk
+        w_dhs = w_blks
         if vmask is not None:
             vm = vmask[None, :] if cfg.vocab_axis == 1 else vmask[:, None]
-            w_dh = jnp.where(vm, w_blk, jnp.zeros((), w_blk.dtype))
+            w_dhs = tuple(jnp.where(vm, w, jnp.zeros((), w.dtype)) for w in w_blks)
 
         def token_body(i, c):
-            dh_acc, dw_blk, db_blk = c
             t0 = block_start(i, tc, cfg.num_tokens)
-            h_blk = take(cfg, h, t0, tc, 0)
-            x = logit_block(cfg, h_blk, w_blk, bias, v0)
-            dx = logit_cotangent(cfg, arrays, x, v0, None, rows.rows(t0, tc), cw, token_valid(cfg, i, t0))
-            dx_m = dx.astype(cfg.matmul_dtype)
-            dw_blk = dw_blk + dw_block(cfg, h_blk, dx_m)
-            if cfg.has_bias:
-                db_blk = db_blk + jnp.sum(dx, axis=0)
-            if want_dh:
-                upd = dh_block(cfg, dx_m, w_dh)
-                dh_acc = lax.dynamic_update_slice_in_dim(dh_acc, lax.dynamic_slice_in_dim(dh_acc, t0, tc) + upd, t0, 0)
-            return dh_acc, dw_blk, db_blk
+            h_blks = _token_blocks(cfg, heads, t0)
+            xs = tuple(logit_block(cfg, h, w, hd.bias, v0) for h, w, hd in zip(h_blks, w_blks, heads, strict=True))
+            dxs = obj.grad_block(cfg, arrays, xs, v0, None, row_slice(coefs, t0, tc), cls, token_valid(cfg, i, t0))
+            out = []
+            for hd, (dh_acc, dw_blk, db_blk), h_blk, dx, w_dh in zip(heads, c, h_blks, dxs, w_dhs, strict=True):
+                dx_m = dx.astype(cfg.matmul_dtype)
+                dw_blk = dw_blk + dw_block(cfg, h_blk, dx_m)
+                if hd.bias is not None:
+                    db_blk = db_blk + jnp.sum(dx, axis=0)
+                if want_dh:
+                    upd = dh_block(cfg, dx_m, w_dh)
+                    dh_acc = lax.dynamic_update_slice_in_dim(
+                        dh_acc, lax.dynamic_slice_in_dim(dh_acc, t0, tc) + upd, t0, 0
+                    )
+                out.append((dh_acc, dw_blk, db_blk))
+            return tuple(out)
 
-        blk_shape = (d, vc) if cfg.vocab_axis == 1 else (vc, d)
-        init = (dh_all, jnp.zeros(blk_shape, cfg.acc_dtype), jnp.zeros((vc if cfg.has_bias else 0,), cfg.acc_dtype))
-        dh_all, dw_blk, db_blk = fori(n_blocks(cfg.num_tokens, tc), token_body, init, refs)
-        dw_all = lax.dynamic_update_slice_in_dim(dw_all, dw_blk.astype(dw_all.dtype), v0, axis=cfg.vocab_axis)
-        if cfg.has_bias:
-            db_all = lax.dynamic_update_slice_in_dim(db_all, db_blk, v0, 0)
-        return dh_all, dw_all, db_all
+        init = []
+        for hd, (dh_all, _, _) in zip(heads, carry, strict=True):
+            d = hd.hidden.shape[1]
+            blk_shape = (d, vc) if cfg.vocab_axis == 1 else (vc, d)
+            db0 = jnp.zeros((vc if hd.bias is not None else 0,), cfg.acc_dtype)
+            init.append((dh_all, jnp.zeros(blk_shape, cfg.acc_dtype), db0))
+        blocks = fori(n_blocks(cfg.num_tokens, tc), token_body, tuple(init), refs)
+        out = []
+        for hd, (_, dw_all, db_all), (dh_all, dw_blk, db_blk) in zip(heads, carry, blocks, strict=True):
+            dw_all = lax.dynamic_update_slice_in_dim(dw_all, dw_blk.astype(dw_all.dtype), v0, axis=cfg.vocab_axis)
+            if hd.bias is not None:
+                db_all = lax.dynamic_update_slice_in_dim(db_all, db_blk, v0, 0)
+            out.append((dh_all, dw_all, db_all))
+        return tuple(out)
 
-    dh0 = jnp.zeros(h.shape if want_dh else (0, 0), cfg.acc_dtype)
-    dw0 = jnp.zeros(w.shape, w.dtype)
-    db0 = jnp.zeros((cfg.vocab if cfg.has_bias else 0,), cfg.acc_dtype)
-    return fori(n_blocks(cfg.vocab, vc), vocab_body, (dh0, dw0, db0), refs)
+    init = tuple(
+        (
+            jnp.zeros(hd.hidden.shape if want_dh else (0, 0), cfg.acc_dtype),
+            jnp.zeros(hd.weight.shape, hd.weight.dtype),
+            db,
+        )
+        for hd, (_, _, db) in zip(heads, _zero_grads(cfg, heads, dh=False, dw=True), strict=True)
+    )
+    return fori(n_blocks(cfg.vocab, vc), vocab_body, init, refs)
 
 
-def gradients(cfg: FusedConfig, arrays: OptionArrays, h, w, bias, cw, rows: RowCoefficients):
-    """``(dh, dW, db)`` in float32 or the input dtype, by the configured schedule."""
+def gradients(cfg: FusedConfig, obj: Objective, arrays: OptionArrays, heads: Heads, cls: Any, coefs: Any) -> tuple:
+    """Per head, ``(dh, dW, db)`` in float32 or the input dtype (``db`` is ``None`` without a bias), by the
+    configured schedule."""
     if cfg.schedule in ("token", "one_pass"):
-        dh, dw, db = _grad_token_outer(cfg, arrays, h, w, bias, cw, rows, want_dw=True)
+        out = _grad_token_outer(cfg, obj, arrays, heads, cls, coefs, want_dw=True)
     elif cfg.schedule == "vocab":
-        dh, dw, db = _grad_vocab_outer(cfg, arrays, h, w, bias, cw, rows, want_dh=True)
+        out = _grad_vocab_outer(cfg, obj, arrays, heads, cls, coefs, want_dh=True)
     else:
-        dh, _, _ = _grad_token_outer(cfg, arrays, h, w, bias, cw, rows, want_dw=False)
-        _, dw, db = _grad_vocab_outer(cfg, arrays, h, w, bias, cw, rows, want_dh=False)
-    return dh, dw, (db if cfg.has_bias else None)
+        dhs = _grad_token_outer(cfg, obj, arrays, heads, cls, coefs, want_dw=False)
+        dws = _grad_vocab_outer(cfg, obj, arrays, heads, cls, coefs, want_dh=False)
+        out = tuple((a[0], b[1], b[2]) for a, b in zip(dhs, dws, strict=True))
+    return tuple((dh, dw, db if hd.bias is not None else None) for hd, (dh, dw, db) in zip(heads, out, strict=True))
 
 
-def one_pass(cfg: FusedConfig, arrays: OptionArrays, h, w, bias, labels, cw, cw_all):
-    """Per-row results and the gradients for a unit cotangent on every row, in one token-outer pass.
+def one_pass(cfg: FusedConfig, obj: Objective, arrays: OptionArrays, heads: Heads, ctx, cls, unit_coefs):
+    """The finished row context and the gradients for a fixed per-row cotangent, in one token-outer pass.
+
+    ``unit_coefs(ctx_blk, t0)`` gives the gradient coefficients of a token block from its finished context (the
+    cotangent is known in advance: a ``"mean"``/``"sum"`` reduction). Returns the context of every row and, per
+    head, ``(dh, dW, db)`` in float32.
 
     ``dh`` is kept in float32 like ``dW``, also for 16-bit hidden states: in 16 bits the unit-cotangent gradient
     could overflow (a ``"mean"`` over large class weights) or, scaled down first, underflow (small per-token
     gradients before a loss-scaling cotangent); the cotangent is applied in float32.
 
-    Each token block's logits are kept in a ``[Tc, V]`` float32 row buffer between the statistics loop and the
-    gradient loop, so ``weight`` takes part in three matmuls in all (as in the unfused loss).
+    Each token block's logits are kept in a ``[Tc, V]`` float32 row buffer per head between the statistics loops and
+    the gradient loop, so each weight takes part in three matmuls in all (as in the unfused loss).
     """
-    refs = (h, w, bias, labels, cw, cw_all, arrays)
+    refs = (heads, ctx, cls, arrays)
     tc = cfg.token_chunk
-    ones = jnp.ones((tc,), cfg.acc_dtype)
+
+    def finish_block(h_blks, ctx_blk):
+        bufs = tuple(jnp.zeros((tc, cfg.vocab), cfg.acc_dtype) for _ in heads)
+        for stage in range(obj.num_stages):
+            bufs, acc = _vocab_loop(
+                cfg, obj, arrays, stage, heads, h_blks, ctx_blk, cls, refs, bufs=bufs, keep=stage == 0
+            )
+            ctx_blk = obj.finish(cfg, arrays, stage, acc, ctx_blk, cls)
+        return bufs, ctx_blk
 
     def token_body(i, carry):
-        rows_all, dh_all, dw_all, db_all = carry
+        ctx_all, grads = carry
         t0 = block_start(i, tc, cfg.num_tokens)
-        h_blk = take(cfg, h, t0, tc, 0)
-        y_blk = lax.dynamic_slice_in_dim(labels, t0, tc)
-        y_local = cfg.group.local_labels(y_blk, cfg.vocab)
-        buf, stats, sums = _vocab_loop(cfg, arrays, h_blk, w, bias, y_local, cw, refs, keep_logits=True)
-        rows = finish_rows(cfg, arrays, y_blk, cw_all, stats, sums)
+        h_blks = _token_blocks(cfg, heads, t0)
+        bufs, ctx_blk = finish_block(h_blks, row_slice(ctx, t0, tc))
         tmask = token_valid(cfg, i, t0)
-        coefs = row_cotangents(cfg, rows, y_blk, ones, jnp.zeros_like(ones))
-        dh_blk, dw_all, db_all = _grad_vocab_inner(
-            cfg, arrays, h_blk, w, bias, cw, coefs, (dw_all, db_all), masked_rows(h_blk, tmask), tmask, refs, buf
-        )
-        return _put(rows_all, rows, t0), _put(dh_all, dh_blk, t0), dw_all, db_all
+        h_dws = tuple(masked_rows(h, tmask) for h in h_blks)
+        accs = tuple((dw, db) for _, dw, db in grads)
+        coefs = unit_coefs(ctx_blk, t0)
+        out = _grad_vocab_inner(cfg, obj, arrays, heads, h_blks, cls, coefs, accs, h_dws, tmask, refs, bufs)
+        grads = tuple((_put(g[0], o[0], t0), o[1], o[2]) for g, o in zip(grads, out, strict=True))
+        return _put(ctx_all, ctx_blk, t0), grads
 
     n = cfg.num_tokens
-    zeros = jnp.zeros((n,), cfg.acc_dtype)
-    rows0 = FinishedRows(zeros, RowStats(zeros, zeros), zeros, zeros if cfg.has_smoothing else None, zeros, zeros)
-    init = (
-        rows0,
-        jnp.zeros(h.shape, cfg.acc_dtype),
-        jnp.zeros(w.shape, cfg.acc_dtype),
-        jnp.zeros((cfg.vocab if cfg.has_bias else 0,), cfg.acc_dtype),
-    )
+    shapes = jax.eval_shape(lambda: finish_block(_token_blocks(cfg, heads, 0), row_slice(ctx, 0, tc))[1])
+    ctx0 = jax.tree.map(lambda s: jnp.zeros((n, *s.shape[1:]), s.dtype), shapes)
+    init = (ctx0, _zero_grads(cfg, heads, dh=True, dw=True))
     return fori(n_blocks(n, tc), token_body, init, refs)

@@ -57,7 +57,15 @@ class VocabShards(VocabGroup):
         return self.count
 
     def local_labels(self, labels: jax.Array, local_vocab: int) -> jax.Array:
-        return labels - lax.axis_index(self.axis_name) * local_vocab
+        return labels - self.first_class(local_vocab)
+
+    def first_class(self, local_vocab: int) -> Any:
+        return lax.axis_index(self.axis_name) * local_vocab
+
+    def argmax(self, local_max: jax.Array, index: jax.Array) -> jax.Array:
+        m = lax.pmax(lax.stop_gradient(local_max), self.axis_name)
+        candidate = jnp.where(local_max == m, index, jnp.iinfo(index.dtype).max)
+        return lax.pmin(candidate, self.axis_name)
 
     def combine(self, stats: RowStats, sums: Any) -> tuple[RowStats, Any]:
         # The shift does not change lse; without a gradient, pmax needs no derivative rule (it has none), so

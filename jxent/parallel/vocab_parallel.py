@@ -21,37 +21,41 @@ from jax import lax
 
 from jxent import _checks
 from jxent._options import CrossEntropyOptions, OptionArrays
-from jxent.fused.blocks import block_stats, logit_cotangent
-from jxent.fused.config import FusedConfig, make_config, per_class, prepare_arguments
+from jxent.fused.config import FusedConfig, make_config, per_class
+from jxent.fused.cross_entropy import CrossEntropy
 from jxent.fused.kernel import per_row
-from jxent.fused.rows import finish_rows, global_class_weight, row_cotangents
+from jxent.fused.objective import Labels
+from jxent.fused.prepare import prepare_arguments
 from jxent.parallel.collectives import VocabShards, axis_size, reduce_over
 
 __all__ = ["vocab_parallel_linear_softmax_cross_entropy", "vocab_parallel_softmax_cross_entropy"]
 
 
+_CE = CrossEntropy()
+
+
 def _dense_rows(cfg: FusedConfig, x, labels, cw, arrays: OptionArrays):
-    local = cfg.group.local_labels(labels, cfg.vocab)
-    stats, sums = block_stats(cfg, arrays, x.astype(cfg.acc_dtype), 0, None, local, cw)
-    return finish_rows(cfg, arrays, labels, global_class_weight(cfg, cw), stats, sums)
+    """The cross-entropy objective on one block that covers this device's whole slice."""
+    ctx = Labels(labels, cfg.group.local_labels(labels, cfg.vocab))
+    acc = _CE.block(cfg, arrays, 0, (x.astype(cfg.acc_dtype),), 0, None, ctx, cw)
+    return _CE.finish(cfg, arrays, 0, acc, ctx, cw)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _dense(cfg: FusedConfig, x, labels, cw, arrays: OptionArrays):
-    rows = _dense_rows(cfg, x, labels, cw, arrays)
-    return rows.loss, rows.lse, rows.example_weight
+    done = _dense_rows(cfg, x, labels, cw, arrays)
+    return (*_CE.outputs(done), _CE.count(done))
 
 
 def _dense_fwd(cfg: FusedConfig, x, labels, cw, arrays: OptionArrays):
-    rows = _dense_rows(cfg, x, labels, cw, arrays)
-    return (rows.loss, rows.lse, rows.example_weight), (x, labels, cw, arrays, rows)
+    done = _dense_rows(cfg, x, labels, cw, arrays)
+    return (*_CE.outputs(done), _CE.count(done)), (x, cw, arrays, done)
 
 
 def _dense_bwd(cfg: FusedConfig, res, cts):
-    x, labels, cw, arrays, rows = res
-    ct_loss, ct_lse, _ = cts
-    coefs = row_cotangents(cfg, rows, labels, ct_loss, ct_lse)
-    dx = logit_cotangent(cfg, arrays, x.astype(cfg.acc_dtype), 0, None, coefs, cw)
+    x, cw, arrays, done = res
+    coefs = _CE.cotangents(cfg, done, cts[:2])
+    (dx,) = _CE.grad_block(cfg, arrays, (x.astype(cfg.acc_dtype),), 0, None, coefs, cw, None)
     return dx.astype(x.dtype), None, None, OptionArrays(*(jnp.zeros_like(o) for o in arrays))
 
 
@@ -123,7 +127,6 @@ def vocab_parallel_softmax_cross_entropy(
         hidden_size=1,
         dtypes=(logits.dtype,),
         weight_dtype=logits.dtype,
-        bias_dtype=None,
         has_class_weight=cw is not None,
         options=options,
         chunk_size=v_local,
@@ -189,6 +192,6 @@ def vocab_parallel_linear_softmax_cross_entropy(
       Large-Vocabulary Language Models <https://arxiv.org/abs/2411.09009>`_, 2024.
     """
     p = prepare_arguments(locals(), group=VocabShards(axis_name, axis_size(axis_name)))
-    losses, lse, weight = per_row(p)
+    losses, lse, weight = per_row(p)  # type: ignore[misc]
     out = reduce_over(losses, weight, reduction, batch_axis_name)
     return (out, lse) if return_lse else out
