@@ -116,6 +116,13 @@ def linear_softmax_cross_entropy(
       schedule: ``"auto"``, ``"one_pass"``, ``"token"``, ``"vocab"`` or ``"split"`` (table above).
       weight_layout: ``"dv"`` (default: ``weight`` is ``[D, V]``) or ``"vd"`` (``weight`` is ``[V, D]``; its
         gradient is ``[V, D]`` too).
+      token_weight: Optional per-token weights ``[...]`` (no gradient flows to them). Each token's loss is
+        multiplied by its weight, and so is its weight in ``"mean"``, which divides by
+        :math:`\\sum_i t_i w_{y_i}` over the counted tokens (:math:`t_i` the token weight, :math:`w_{y_i}` the class
+        weight). For a per-sequence mean over packed sequences, give each token ``1 / (tokens of its sequence)`` and
+        use ``"sum"`` (divided by the number of sequences if wanted): every sequence then counts once, however long.
+      where: Optional boolean mask ``[...]``; tokens where it is false give 0, a zero gradient and do not count
+        (also when their label is out of range). A token of weight 0 behaves the same.
       return_lse: Also return the per-token log-sum-exp ``[...]`` of the transformed logits.
 
     Returns:
