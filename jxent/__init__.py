@@ -20,7 +20,7 @@ from jxent.divergence import (
     kl_divergence_with_log_targets,
 )
 from jxent.focal import sigmoid_focal_loss, softmax_focal_loss
-from jxent.fused import linear_softmax_cross_entropy
+from jxent.fused import TokenStatistics, linear_softmax_cross_entropy, linear_token_statistics
 from jxent.parallel import (
     sharded_linear_softmax_cross_entropy,
     sharded_softmax_cross_entropy,
@@ -37,6 +37,7 @@ from jxent.validation import check_labels, validate_labels
 __version__ = "0.1.0"
 
 __all__ = [
+    "TokenStatistics",
     "binary_cross_entropy",
     "categorical_cross_entropy",
     "check_labels",
@@ -48,6 +49,7 @@ __all__ = [
     "kl_divergence",
     "kl_divergence_with_log_targets",
     "linear_softmax_cross_entropy",
+    "linear_token_statistics",
     "log_softmax",
     "logsumexp",
     "losses",

@@ -20,8 +20,9 @@ import jax
 
 from jxent.fused.kernel import compute
 from jxent.fused.prepare import prepare_arguments
+from jxent.fused.token_statistics import TokenStatistics, linear_token_statistics
 
-__all__ = ["linear_softmax_cross_entropy"]
+__all__ = ["TokenStatistics", "linear_softmax_cross_entropy", "linear_token_statistics"]
 
 
 def linear_softmax_cross_entropy(
