@@ -20,7 +20,13 @@ from jxent.divergence import (
     kl_divergence_with_log_targets,
 )
 from jxent.focal import sigmoid_focal_loss, softmax_focal_loss
-from jxent.fused import TokenStatistics, linear_softmax_cross_entropy, linear_token_statistics
+from jxent.fused import (
+    TokenStatistics,
+    linear_js_divergence,
+    linear_kl_divergence,
+    linear_softmax_cross_entropy,
+    linear_token_statistics,
+)
 from jxent.parallel import (
     sharded_linear_softmax_cross_entropy,
     sharded_softmax_cross_entropy,
@@ -48,6 +54,8 @@ __all__ = [
     "js_divergence",
     "kl_divergence",
     "kl_divergence_with_log_targets",
+    "linear_js_divergence",
+    "linear_kl_divergence",
     "linear_softmax_cross_entropy",
     "linear_token_statistics",
     "log_softmax",

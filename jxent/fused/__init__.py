@@ -18,11 +18,18 @@ from typing import Any
 
 import jax
 
+from jxent.fused.distillation import linear_js_divergence, linear_kl_divergence
 from jxent.fused.kernel import compute
 from jxent.fused.prepare import prepare_arguments
 from jxent.fused.token_statistics import TokenStatistics, linear_token_statistics
 
-__all__ = ["TokenStatistics", "linear_softmax_cross_entropy", "linear_token_statistics"]
+__all__ = [
+    "TokenStatistics",
+    "linear_js_divergence",
+    "linear_kl_divergence",
+    "linear_softmax_cross_entropy",
+    "linear_token_statistics",
+]
 
 
 def linear_softmax_cross_entropy(

@@ -1,4 +1,4 @@
-"""Preparing a one-head fused objective with integer labels: argument checks, configuration and row context."""
+"""Preparing a fused objective from a public function's arguments: checks, configuration and row context."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import jax
 
 from jxent import _checks
 from jxent._options import CrossEntropyOptions
-from jxent.fused.config import check_linear_inputs, make_config, per_class, row_weights
+from jxent.fused.config import check_head, check_linear_inputs, make_config, per_class, row_weights
 from jxent.fused.cross_entropy import CrossEntropy
 from jxent.fused.group import LOCAL, VocabGroup
 from jxent.fused.kernel import Problem
 from jxent.fused.objective import Head, Labels, Objective
 
-__all__ = ["prepare", "prepare_arguments"]
+__all__ = ["prepare", "prepare_arguments", "prepare_pair"]
 
 
 def prepare(
@@ -88,3 +88,51 @@ def prepare_arguments(
         group=group,
         objective=objective,
     )
+
+
+def prepare_pair(arguments: Mapping[str, Any], objective: Objective, group: VocabGroup = LOCAL) -> Problem:
+    """A student head ``(hidden, weight, bias)`` and a teacher head ``(teacher_hidden, teacher_weight,
+    teacher_bias)`` over the same vocabulary, from a public function's ``locals()``: checks, configuration and
+    row weights (``where``)."""
+    layout = arguments["weight_layout"]
+    hidden, weight = check_head(arguments["hidden"], arguments["weight"], layout)
+    t_hidden, t_weight = check_head(
+        arguments["teacher_hidden"], arguments["teacher_weight"], layout, ("teacher_hidden", "teacher_weight")
+    )
+    vocab_axis = 1 if layout == "dv" else 0
+    vocab = weight.shape[vocab_axis]
+    if t_weight.shape[vocab_axis] != vocab:
+        raise ValueError(
+            f"`weight` and `teacher_weight` must have the same vocabulary; got V = {vocab} and "
+            f"V = {t_weight.shape[vocab_axis]}."
+        )
+    batch_shape = tuple(hidden.shape[:-1])
+    if tuple(t_hidden.shape[:-1]) != batch_shape:
+        raise ValueError(
+            f"`teacher_hidden` must have the batch shape of `hidden`, {batch_shape} (the shape without D); got "
+            f"shape {tuple(t_hidden.shape)}."
+        )
+    bias = per_class(arguments["bias"], vocab, "bias")
+    t_bias = per_class(arguments["teacher_bias"], vocab, "teacher_bias")
+    options = CrossEntropyOptions.pick(arguments)
+    cfg, arrays = make_config(
+        num_tokens=math.prod(batch_shape),
+        vocab=vocab,
+        hidden_size=max(hidden.shape[-1], t_hidden.shape[-1]),
+        dtypes=(hidden.dtype, weight.dtype, t_hidden.dtype, t_weight.dtype),
+        weight_dtype=jax.numpy.promote_types(weight.dtype, t_weight.dtype),
+        has_class_weight=False,
+        options=options,
+        chunk_size=arguments["chunk_size"],
+        token_chunk_size=arguments["token_chunk_size"],
+        schedule=arguments["schedule"],
+        group=group,
+        vocab_axis=vocab_axis,
+        num_heads=2,
+    )
+    heads = (
+        Head(hidden.reshape(-1, hidden.shape[-1]), weight, bias),
+        Head(t_hidden.reshape(-1, t_hidden.shape[-1]), t_weight, t_bias),
+    )
+    rw = row_weights(None, arguments.get("where"), batch_shape, cfg.acc_dtype)
+    return Problem(cfg, objective, arrays, heads, (), None, rw, batch_shape)
