@@ -25,6 +25,7 @@ from jxent.fused import (
     linear_js_divergence,
     linear_kl_divergence,
     linear_softmax_cross_entropy,
+    linear_sparse_kl_divergence,
     linear_token_statistics,
 )
 from jxent.parallel import (
@@ -57,6 +58,7 @@ __all__ = [
     "linear_js_divergence",
     "linear_kl_divergence",
     "linear_softmax_cross_entropy",
+    "linear_sparse_kl_divergence",
     "linear_token_statistics",
     "log_softmax",
     "logsumexp",

@@ -21,6 +21,7 @@ import jax
 from jxent.fused.distillation import linear_js_divergence, linear_kl_divergence
 from jxent.fused.kernel import compute
 from jxent.fused.prepare import prepare_arguments
+from jxent.fused.sparse_distillation import linear_sparse_kl_divergence
 from jxent.fused.token_statistics import TokenStatistics, linear_token_statistics
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "linear_js_divergence",
     "linear_kl_divergence",
     "linear_softmax_cross_entropy",
+    "linear_sparse_kl_divergence",
     "linear_token_statistics",
 ]
 

@@ -172,7 +172,7 @@ def per_row(p: Problem) -> tuple[jax.Array, ...]:
     if math.prod(p.batch_shape) == 0:
         return (*p.objective.empty(p.cfg, p.batch_shape), jnp.zeros(p.batch_shape, p.cfg.acc_dtype))
     outs = fused_rows(p.cfg, p.objective, p.heads, p.ctx, p.cls, p.row_weight, p.arrays)
-    *values, weight = (x.reshape(p.batch_shape) for x in outs)
+    *values, weight = (x.reshape(p.batch_shape + x.shape[1:]) for x in outs)
     return (*values, jax.lax.stop_gradient(weight))
 
 
