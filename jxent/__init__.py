@@ -29,9 +29,17 @@ from jxent.fused import (
     linear_token_statistics,
 )
 from jxent.parallel import (
+    sharded_linear_js_divergence,
+    sharded_linear_kl_divergence,
     sharded_linear_softmax_cross_entropy,
+    sharded_linear_sparse_kl_divergence,
+    sharded_linear_token_statistics,
     sharded_softmax_cross_entropy,
+    vocab_parallel_linear_js_divergence,
+    vocab_parallel_linear_kl_divergence,
     vocab_parallel_linear_softmax_cross_entropy,
+    vocab_parallel_linear_sparse_kl_divergence,
+    vocab_parallel_linear_token_statistics,
     vocab_parallel_softmax_cross_entropy,
 )
 from jxent.probabilities import binary_cross_entropy, categorical_cross_entropy
@@ -66,7 +74,11 @@ __all__ = [
     "poly_loss_cross_entropy",
     "reduce_loss",
     "safe_softmax_cross_entropy",
+    "sharded_linear_js_divergence",
+    "sharded_linear_kl_divergence",
     "sharded_linear_softmax_cross_entropy",
+    "sharded_linear_sparse_kl_divergence",
+    "sharded_linear_token_statistics",
     "sharded_softmax_cross_entropy",
     "sigmoid_binary_cross_entropy",
     "sigmoid_focal_loss",
@@ -78,6 +90,10 @@ __all__ = [
     "softmax_cross_entropy_with_integer_labels",
     "softmax_focal_loss",
     "validate_labels",
+    "vocab_parallel_linear_js_divergence",
+    "vocab_parallel_linear_kl_divergence",
     "vocab_parallel_linear_softmax_cross_entropy",
+    "vocab_parallel_linear_sparse_kl_divergence",
+    "vocab_parallel_linear_token_statistics",
     "vocab_parallel_softmax_cross_entropy",
 ]

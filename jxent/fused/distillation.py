@@ -40,7 +40,7 @@ from jxent.fused.kernel import compute
 from jxent.fused.objective import Objective
 from jxent.fused.prepare import prepare_pair
 
-__all__ = ["Divergence", "linear_js_divergence", "linear_kl_divergence"]
+__all__ = ["Divergence", "check_beta", "linear_js_divergence", "linear_kl_divergence"]
 
 KINDS = ("kl", "reverse_kl", "js")
 
@@ -293,9 +293,14 @@ def linear_js_divergence(
       >>> bool(jnp.allclose(js, ref))
       True
     """
+    return _run(locals(), Divergence("js", check_beta(beta)))
+
+
+def check_beta(beta: Any) -> float:
+    """``beta`` of the generalized JS as a float in (0, 1), or ``ValueError``."""
     if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0.0 < beta < 1.0:
         raise ValueError(
             f"`beta` must be a Python float in (0, 1); got {beta!r}. At 0 and 1 the divergence is 0; for the KL "
             "limits use `linear_kl_divergence`."
         )
-    return _run(locals(), Divergence("js", float(beta)))
+    return float(beta)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -29,11 +30,12 @@ from jxent._options import CrossEntropyOptions, OptionArrays
 from jxent._rowmath import RowStats, empty_stats, exp_offsets, merge, rescale, row_stats, shifted_exp, transform_logits
 from jxent.fused.blocks import transformed
 from jxent.fused.config import FusedConfig, check_head, make_config, per_class, row_weights
+from jxent.fused.group import LOCAL, VocabGroup
 from jxent.fused.kernel import Problem, per_row
 from jxent.fused.objective import Head, Objective
 from jxent.reduction import reduce_loss
 
-__all__ = ["TopK", "TopKStudent", "linear_sparse_kl_divergence"]
+__all__ = ["TopK", "TopKStudent", "linear_sparse_kl_divergence", "sparse_kl_rows"]
 
 
 class TopK(NamedTuple):
@@ -254,12 +256,26 @@ def linear_sparse_kl_divergence(
       >>> bool(jnp.allclose(kl, jnp.sum(bins_p * jnp.log(bins_p / bins_q))))
       True
     """
-    options = CrossEntropyOptions(temperature=temperature, soft_cap=soft_cap, reduction=reduction)
+    kl, counted = sparse_kl_rows(locals())
+    return reduce_loss(kl, weights=counted, reduction=reduction)
+
+
+def sparse_kl_rows(arguments: Mapping[str, Any], group: VocabGroup = LOCAL) -> tuple[jax.Array, jax.Array | None]:
+    """The per-token sparse KL of :func:`linear_sparse_kl_divergence` from its arguments (``locals()``), and the
+    weights of the tokens in ``"mean"`` (``None``: all 1). With a sharded ``group``, ``weight`` and ``bias`` are
+    this device's slice and ``teacher_indices`` are global."""
+    hidden, weight, bias, where = (arguments[k] for k in ("hidden", "weight", "bias", "where"))
+    weight_layout, reduction = arguments["weight_layout"], arguments["reduction"]
+    options = CrossEntropyOptions(
+        temperature=arguments["temperature"], soft_cap=arguments["soft_cap"], reduction=reduction
+    )
     h, w = check_head(hidden, weight, weight_layout)
     vocab_axis = 1 if weight_layout == "dv" else 0
     d, vocab = w.shape[1 - vocab_axis], w.shape[vocab_axis]
     batch_shape = tuple(h.shape[:-1])
-    indices, log_p, k = _check_topk(teacher_indices, teacher_log_probs, batch_shape, vocab)
+    indices, log_p, k = _check_topk(
+        arguments["teacher_indices"], arguments["teacher_log_probs"], batch_shape, vocab * group.size
+    )
     b = per_class(bias, vocab, "bias")
     mask = row_weights(None, where, batch_shape, jnp.float32)
     cfg, arrays = make_config(
@@ -270,13 +286,14 @@ def linear_sparse_kl_divergence(
         weight_dtype=w.dtype,
         has_class_weight=False,
         options=options,
-        chunk_size=chunk_size,
-        token_chunk_size=token_chunk_size,
-        schedule=schedule,
+        chunk_size=arguments["chunk_size"],
+        token_chunk_size=arguments["token_chunk_size"],
+        schedule=arguments["schedule"],
+        group=group,
         vocab_axis=vocab_axis,
     )
     flat = indices.reshape(-1, k).astype(jnp.int32)
-    topk = TopK(flat, _valid_rows(flat, vocab).astype(cfg.acc_dtype))
+    topk = TopK(group.local_labels(flat, vocab), _valid_rows(flat, cfg.global_vocab).astype(cfg.acc_dtype))
     problem = Problem(cfg, TopKStudent(k), arrays, (Head(h.reshape(-1, d), w, b),), topk, None, None, batch_shape)
     log_q, log_q_tail, _ = per_row(problem)
     log_p = log_p.astype(cfg.acc_dtype)
@@ -285,6 +302,6 @@ def linear_sparse_kl_divergence(
         log_p, log_q = (jnp.where(counted[..., None], x, 0.0) for x in (log_p, log_q))
         log_q_tail = jnp.where(counted, log_q_tail, 0.0)
     kl = _sparse_kl(log_p, log_q, log_q_tail)
-    if counted is not None:
-        kl = jnp.where(counted, kl, 0.0)
-    return reduce_loss(kl, weights=None if counted is None else counted.astype(kl.dtype), reduction=reduction)
+    if counted is None:
+        return kl, None
+    return jnp.where(counted, kl, 0.0), counted.astype(kl.dtype)

@@ -30,7 +30,7 @@ def _mesh_axis_size(mesh: Mesh, axis: Any, name: str) -> int:
     return math.prod(mesh.shape[a] for a in axes)
 
 
-def _placed(mesh: Mesh, specs: tuple, arrays: tuple) -> tuple:
+def placed(mesh: Mesh, specs: tuple, arrays: tuple) -> tuple:
     """``arrays`` laid out as ``shard_map``'s ``in_specs`` say. On a mesh with ``Explicit`` axes (the default of
     ``jax.make_mesh``) an array's sharding is part of its type and must already match; on ``Auto`` axes XLA
     reshards as needed, and the arrays are passed as they are."""
@@ -42,13 +42,19 @@ def _placed(mesh: Mesh, specs: tuple, arrays: tuple) -> tuple:
     )
 
 
-def _check_divides(total: int, mesh: Mesh, axis: Any, what: str, name: str) -> None:
+def check_divides(total: int, mesh: Mesh, axis: Any, what: str, name: str) -> None:
     size = _mesh_axis_size(mesh, axis, name)
     if total % size:
         raise ValueError(
             f"The {what} ({total}) must be divisible by the number of devices along `{name}` {axis!r} ({size}); "
             f"pad it to a multiple of {size} (e.g. {-(-total // size) * size}) or choose another mesh."
         )
+
+
+def rows_spec(batch_ndim: int, extra_ndim: int, batch_axis: Any) -> tuple:
+    """The ``PartitionSpec`` entries of an array with the batch shape first (its first axis over ``batch_axis``)
+    followed by ``extra_ndim`` unsplit axes."""
+    return (*_batch_spec(batch_ndim, batch_axis), *([None] * extra_ndim))
 
 
 def _batch_spec(ndim: int, batch_axis: Any) -> tuple:
@@ -99,9 +105,9 @@ def sharded_softmax_cross_entropy(
             f"`labels` must have the batch shape of `logits` {tuple(logits.shape[:-1])}; got shape "
             f"{tuple(labels.shape)}."
         )
-    _check_divides(logits.shape[-1], mesh, vocab_axis, "vocabulary size V", "vocab_axis")
+    check_divides(logits.shape[-1], mesh, vocab_axis, "vocabulary size V", "vocab_axis")
     if batch_axis is not None and labels.ndim:
-        _check_divides(labels.shape[0], mesh, batch_axis, "first batch dimension", "batch_axis")
+        check_divides(labels.shape[0], mesh, batch_axis, "first batch dimension", "batch_axis")
     _checks.check_reduction(reduction)
     b_spec = _batch_spec(labels.ndim, batch_axis)
     cw = None if class_weight is None else jnp.asarray(class_weight)
@@ -124,7 +130,7 @@ def sharded_softmax_cross_entropy(
     out_spec = PartitionSpec(*b_spec) if reduction == "none" else PartitionSpec()
     in_specs = (PartitionSpec(*b_spec, vocab_axis), PartitionSpec(*b_spec), PartitionSpec(vocab_axis))
     fn = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_spec)
-    return fn(*_placed(mesh, in_specs, (logits, labels, cw)))
+    return fn(*placed(mesh, in_specs, (logits, labels, cw)))
 
 
 def sharded_linear_softmax_cross_entropy(
@@ -183,9 +189,9 @@ def sharded_linear_softmax_cross_entropy(
             f"`labels` must have shape {tuple(hidden.shape[:-1])} (hidden's shape without D); got shape "
             f"{tuple(labels.shape)}."
         )
-    _check_divides(weight.shape[v_axis], mesh, vocab_axis, "vocabulary size V", "vocab_axis")
+    check_divides(weight.shape[v_axis], mesh, vocab_axis, "vocabulary size V", "vocab_axis")
     if batch_axis is not None and labels.ndim:
-        _check_divides(labels.shape[0], mesh, batch_axis, "first batch dimension", "batch_axis")
+        check_divides(labels.shape[0], mesh, batch_axis, "first batch dimension", "batch_axis")
     _checks.check_reduction(reduction)
     b_spec = _batch_spec(labels.ndim, batch_axis)
     bias = None if bias is None else jnp.asarray(bias)
@@ -222,4 +228,4 @@ def sharded_linear_softmax_cross_entropy(
         vspec,
     )
     fn = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_spec)
-    return fn(*_placed(mesh, in_specs, (hidden, weight, labels, bias, cw)))
+    return fn(*placed(mesh, in_specs, (hidden, weight, labels, bias, cw)))
