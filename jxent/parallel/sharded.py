@@ -153,6 +153,8 @@ def sharded_linear_softmax_cross_entropy(
     token_chunk_size: int | None = None,
     schedule: str = "auto",
     weight_layout: str = "dv",
+    token_weight: Any = None,
+    where: Any = None,
 ) -> jax.Array:
     """Vocabulary-parallel :func:`jxent.linear_softmax_cross_entropy` on global arrays.
 
@@ -169,8 +171,9 @@ def sharded_linear_softmax_cross_entropy(
       labels: Integer labels ``[...]``.
       mesh, vocab_axis, batch_axis: As in :func:`sharded_softmax_cross_entropy`.
       bias, class_weight, ignore_index, label_smoothing, z_loss, soft_cap, temperature, reduction, chunk_size,
-        token_chunk_size, schedule, weight_layout: As in :func:`jxent.linear_softmax_cross_entropy`
-        (``chunk_size`` is the block of each device's slice).
+        token_chunk_size, schedule, weight_layout, token_weight, where: As in
+        :func:`jxent.linear_softmax_cross_entropy` (``chunk_size`` is the block of each device's slice;
+        ``token_weight`` and ``where`` are split like ``labels``).
 
     Returns:
       The loss, equal to :func:`jxent.linear_softmax_cross_entropy` on one device.
@@ -196,8 +199,10 @@ def sharded_linear_softmax_cross_entropy(
     b_spec = _batch_spec(labels.ndim, batch_axis)
     bias = None if bias is None else jnp.asarray(bias)
     cw = None if class_weight is None else jnp.asarray(class_weight)
+    tw = None if token_weight is None else jnp.asarray(token_weight)
+    mask = None if where is None else jnp.asarray(where)
 
-    def local(h, w, y, b, c):
+    def local(h, w, y, b, c, t, m):
         return vocab_parallel_linear_softmax_cross_entropy(
             h,
             w,
@@ -205,6 +210,8 @@ def sharded_linear_softmax_cross_entropy(
             axis_name=vocab_axis,
             bias=b,
             class_weight=c,
+            token_weight=t,
+            where=m,
             ignore_index=ignore_index,
             label_smoothing=label_smoothing,
             z_loss=z_loss,
@@ -226,6 +233,8 @@ def sharded_linear_softmax_cross_entropy(
         PartitionSpec(*b_spec),
         vspec,
         vspec,
+        PartitionSpec(*b_spec),
+        PartitionSpec(*b_spec),
     )
     fn = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_spec)
-    return fn(*placed(mesh, in_specs, (hidden, weight, labels, bias, cw)))
+    return fn(*placed(mesh, in_specs, (hidden, weight, labels, bias, cw, tw, mask)))

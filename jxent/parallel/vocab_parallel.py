@@ -164,6 +164,8 @@ def vocab_parallel_linear_softmax_cross_entropy(
     token_chunk_size: int | None = None,
     schedule: str = "auto",
     weight_layout: str = "dv",
+    token_weight: Any = None,
+    where: Any = None,
     batch_axis_name: Any = None,
     return_lse: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
@@ -182,7 +184,8 @@ def vocab_parallel_linear_softmax_cross_entropy(
       axis_name: Mesh axis the vocabulary is split over.
       bias, class_weight: This device's ``[V/R]`` slices, or ``None``.
       ignore_index, label_smoothing, z_loss, soft_cap, temperature, chunk_size, token_chunk_size, schedule,
-        weight_layout: As in :func:`jxent.linear_softmax_cross_entropy`.
+        weight_layout, token_weight, where: As in :func:`jxent.linear_softmax_cross_entropy` (``token_weight`` and
+        ``where`` have the batch shape, the same on every device of ``axis_name``).
       reduction: ``"none"`` (default), ``"sum"`` or ``"mean"`` (over ``batch_axis_name`` too when given).
       batch_axis_name: Mesh axis the tokens are split over, for ``"sum"``/``"mean"``.
       return_lse: Also return the global log-sum-exp per token.
