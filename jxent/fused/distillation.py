@@ -75,9 +75,19 @@ def _p(z: jax.Array, stats: RowStats) -> jax.Array:
     return shifted_exp(z, offset[:, None], d[:, None]) / jnp.where(stats.present, stats.total, 1.0)[:, None]
 
 
-def _xlog_ratio(p: jax.Array, log_a: jax.Array, log_b: jax.Array) -> jax.Array:
-    """``p (log_a - log_b)`` with 0 where ``p`` is 0."""
-    return jnp.where(p == 0, 0.0, p * (log_a - log_b))
+def _xlog_ratio(p: jax.Array, log_a: jax.Array, log_b: jax.Array, shift: Any = 0.0) -> jax.Array:
+    """``p (log_a - log_b - shift)`` with 0 where ``p`` is 0. The logs are replaced by 0 there first, so that no
+    ``-inf - -inf`` reaches a derivative either (second order differentiates these forward expressions)."""
+    absent = p == 0
+    log_a, log_b = (jnp.where(absent, 0.0, x) for x in (log_a, log_b))
+    return jnp.where(absent, 0.0, p * (log_a - log_b - shift))
+
+
+def _log_mixture(lpt: jax.Array, lps: jax.Array, pt: jax.Array, ps: jax.Array, beta: float) -> jax.Array:
+    """:math:`\\log(\\beta p^t + (1 - \\beta) p^s)` (0 where both are 0, where it is never used)."""
+    neither = (pt == 0) & (ps == 0)
+    lpt, lps = (jnp.where(neither, 0.0, x) for x in (lpt, lps))
+    return jnp.logaddexp(lpt + math.log(beta), lps + math.log1p(-beta))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +113,7 @@ class Divergence(Objective):
             return (_xlog_ratio(pt, lpt, lps),), None
         if self.kind == "reverse_kl":
             return (_xlog_ratio(ps, lps, lpt),), None
-        log_m = jnp.logaddexp(lpt + math.log(self.beta), lps + math.log1p(-self.beta))
+        log_m = _log_mixture(lpt, lps, pt, ps, self.beta)
         return (_xlog_ratio(pt, lpt, log_m), _xlog_ratio(ps, lps, log_m)), log_m
 
     def block(self, cfg, arrays: OptionArrays, stage, xs, v0, valid, ctx, cls) -> Any:
@@ -149,14 +159,14 @@ class Divergence(Objective):
         parts = tuple(p[:, None] for p in coefs.parts)
         if self.kind == "kl":
             ds = g * (ps - pt)
-            dt = g * jnp.where(pt == 0, 0.0, pt * (lpt - lps - parts[0]))
+            dt = g * _xlog_ratio(pt, lpt, lps, parts[0])
         elif self.kind == "reverse_kl":
             dt = g * (pt - ps)
-            ds = g * jnp.where(ps == 0, 0.0, ps * (lps - lpt - parts[0]))
+            ds = g * _xlog_ratio(ps, lps, lpt, parts[0])
         else:
-            log_m = jnp.logaddexp(lpt + math.log(self.beta), lps + math.log1p(-self.beta))
-            ds = (1.0 - self.beta) * g * jnp.where(ps == 0, 0.0, ps * (lps - log_m - parts[1]))
-            dt = self.beta * g * jnp.where(pt == 0, 0.0, pt * (lpt - log_m - parts[0]))
+            log_m = _log_mixture(lpt, lps, pt, ps, self.beta)
+            ds = (1.0 - self.beta) * g * _xlog_ratio(ps, lps, log_m, parts[1])
+            dt = self.beta * g * _xlog_ratio(pt, lpt, log_m, parts[0])
         if valid is not None:
             ds, dt = (jnp.where(valid[None, :], d, 0.0) for d in (ds, dt))
         return (ds if pull_s is None else pull_s(ds), dt if pull_t is None else pull_t(dt))

@@ -27,7 +27,7 @@ from jax.typing import ArrayLike
 
 from jxent import _checks
 from jxent._options import CrossEntropyOptions, OptionArrays
-from jxent._rowmath import RowStats, empty_stats, exp_offsets, merge, rescale, row_stats, shifted_exp, transform_logits
+from jxent._rowmath import RowStats, empty_stats, exp_offsets, merge, row_stats, shifted_exp, transform_logits
 from jxent.fused.blocks import transformed
 from jxent.fused.config import FusedConfig, check_head, make_config, per_class, row_weights
 from jxent.fused.group import LOCAL, VocabGroup
@@ -55,18 +55,20 @@ class _Partial(NamedTuple):
 class _Done(NamedTuple):
     topk: TopK
     stats: RowStats
+    tail: RowStats  # of the classes outside the top-k (their own maximum: no underflow at large logits)
     log_q: jax.Array  # [N, k]
-    tail: jax.Array  # the tail's total relative to the row maximum
     log_q_tail: jax.Array
 
 
 class _Coefficients(NamedTuple):
     g: jax.Array  # [N, k]
     local: jax.Array  # [N, k]
-    c_tail: jax.Array  # g_tail / tail
+    c_tail: jax.Array  # g_tail / (the tail's total)
     c_all: jax.Array  # -(sum g + g_tail) / total
     offset: jax.Array
     d: jax.Array
+    tail_offset: jax.Array
+    tail_d: jax.Array
 
 
 def _in_block(cfg: FusedConfig, local: jax.Array, v0: Any, valid: Any) -> tuple[jax.Array, jax.Array]:
@@ -116,11 +118,10 @@ class TopKStudent(Objective):
 
     def finish(self, cfg, arrays: OptionArrays, stage, acc: _Partial, ctx: TopK, cls) -> _Done:
         stats, picked = cfg.group.combine(acc.stats, acc.picked)
-        tail_stats, _ = cfg.group.combine(acc.tail, ())
-        tail = rescale(tail_stats, stats.max)
+        tail, _ = cfg.group.combine(acc.tail, ())
         log_q = RowStats(stats.max[:, None], stats.total[:, None]).log_prob(picked)
-        log_q_tail = jnp.where(tail > 0, jnp.log(jnp.where(tail > 0, tail, 1.0)) - stats.log_total, -jnp.inf)
-        return _Done(ctx, stats, log_q * ctx.ok[:, None], tail, log_q_tail)
+        log_q_tail = jnp.where(tail.present, tail.lse - stats.lse, -jnp.inf)
+        return _Done(ctx, stats, tail, log_q * ctx.ok[:, None], log_q_tail)
 
     def outputs(self, ctx: _Done) -> tuple[jax.Array, ...]:
         return ctx.log_q, ctx.log_q_tail
@@ -132,9 +133,10 @@ class TopKStudent(Objective):
         g, g_tail = (c.astype(cfg.acc_dtype) for c in cts)
         stats = ctx.stats
         offset, d = exp_offsets(stats.max, cfg.acc_dtype)
-        c_tail = jnp.where(ctx.tail > 0, g_tail / jnp.where(ctx.tail > 0, ctx.tail, 1.0), 0.0)
+        c_tail = g_tail / jnp.where(ctx.tail.present, ctx.tail.total, 1.0)
         c_all = -(jnp.sum(g, axis=1) + g_tail) / jnp.where(stats.present, stats.total, 1.0)
-        return _Coefficients(g, ctx.topk.local, c_tail, c_all, offset, d)
+        tail_offset, tail_d = exp_offsets(ctx.tail.max, cfg.acc_dtype)
+        return _Coefficients(g, ctx.topk.local, c_tail, c_all, offset, d, tail_offset, tail_d)
 
     def grad_block(self, cfg, arrays: OptionArrays, xs, v0, valid, coefs: _Coefficients, cls, token_mask) -> tuple:
         g, c_tail, c_all = coefs.g, coefs.c_tail, coefs.c_all
@@ -145,7 +147,9 @@ class TopKStudent(Objective):
         e = shifted_exp(z, coefs.offset[:, None], coefs.d[:, None])
         col, inside = _in_block(cfg, coefs.local, v0, valid)
         in_topk = _scatter(cfg, col, inside, jnp.ones(col.shape, jnp.int32)) > 0
-        dz = jnp.where(in_topk, _scatter(cfg, col, inside, g), e * c_tail[:, None]) + e * c_all[:, None]
+        # q_c / q_tail = exp(z_c - tail max) / tail total: from the tail's own statistics (no underflow)
+        e_tail = shifted_exp(z, coefs.tail_offset[:, None], coefs.tail_d[:, None])
+        dz = jnp.where(in_topk, _scatter(cfg, col, inside, g), e_tail * c_tail[:, None]) + e * c_all[:, None]
         if valid is not None:
             dz = jnp.where(valid[None, :], dz, 0.0)
         return (dz if pullback is None else pullback(dz),)
@@ -178,12 +182,15 @@ def _valid_rows(indices: jax.Array, vocab: int) -> jax.Array:
     return jnp.where(in_range & distinct, 1.0, jnp.nan)
 
 
-def _sparse_kl(log_p: jax.Array, log_q: jax.Array, log_q_tail: jax.Array) -> jax.Array:
+def _sparse_kl(log_p: jax.Array, log_q: jax.Array, log_q_tail: jax.Array, tail_classes: bool) -> jax.Array:
     """:math:`\\sum_j p_j (\\log p_j - \\log q_j) + p_t (\\log p_t - \\log q_t)` with
-    :math:`p_t = \\max(1 - \\sum_j p_j, 0)`, ``0 log 0 = 0`` (and zero gradients there), clamped at 0."""
+    :math:`p_t = \\max(1 - \\sum_j p_j, 0)`, ``0 log 0 = 0`` (and zero gradients there), clamped at 0. Without
+    ``tail_classes`` (``k = V``) there is no tail bin: what ``1 - sum`` leaves is rounding."""
     p = jnp.exp(log_p)
     safe_log_p = jnp.where(p == 0, 0.0, log_p)
     top = jnp.sum(jnp.where(p == 0, 0.0, p * (safe_log_p - jnp.where(p == 0, 0.0, log_q))), axis=-1)
+    if not tail_classes:
+        return jnp.maximum(top, 0.0)
     p_tail = jnp.maximum(1.0 - jnp.sum(p, axis=-1), 0.0)
     has_tail = p_tail > 0
     safe_tail = jnp.where(has_tail, p_tail, 1.0)
@@ -301,7 +308,7 @@ def sparse_kl_rows(arguments: Mapping[str, Any], group: VocabGroup = LOCAL) -> t
     if counted is not None:  # masked tokens: finite stand-ins, so that no NaN reaches any gradient
         log_p, log_q = (jnp.where(counted[..., None], x, 0.0) for x in (log_p, log_q))
         log_q_tail = jnp.where(counted, log_q_tail, 0.0)
-    kl = _sparse_kl(log_p, log_q, log_q_tail)
+    kl = _sparse_kl(log_p, log_q, log_q_tail, tail_classes=k < cfg.global_vocab)
     if counted is None:
         return kl, None
     return jnp.where(counted, kl, 0.0), counted.astype(kl.dtype)
