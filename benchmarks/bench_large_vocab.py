@@ -16,6 +16,9 @@ Sections:
 * ``parallel``: per-device temp memory of the vocabulary-parallel losses on 8 fake CPU devices (run in a
   subprocess that sets ``XLA_FLAGS=--xla_force_host_platform_device_count=8``) against the single-device loss.
 * ``gpu``: ``N=8192, D=2304, V=256000`` bfloat16 (Gemma 2 2B-like): time and temp memory, fused/naive.
+* ``lm_head``: each language-model head function (token statistics, KL, JS, top-32 sparse KL) against its naive
+  version (the logits, then the dense jxent functions), gradients for the student: the ``cpu`` measurements at the
+  ``cpu`` shape and the compile-only temp memory at the ``compile`` shape. ``--lm-head`` picks the functions.
 
 Timings on a shared machine are noisy; the table says which device ran them.
 """
@@ -64,6 +67,85 @@ def fused_loss(h, w, y, reduction="mean", **kw):
 
 def value_and_grad(loss):
     return jax.value_and_grad(loss, argnums=(0, 1))
+
+
+# The language-model head functions, each as (naive, fused) scalar losses of the same arguments
+# (h, w, teacher_h, teacher_w, labels, teacher_indices, teacher_log_probs); gradients are taken for the student
+# (h, w), the teacher being frozen as in distillation.
+
+
+def _stats_objective(s) -> Any:
+    return -jnp.mean(s[0]) - 0.01 * jnp.mean(s[1]) + 1e-4 * jnp.mean(s[2] ** 2)  # PPO-like: log-prob, entropy, z
+
+
+def _naive_stats(h, w, th, tw, y, idx, lp):
+    z = h @ w
+    log_p = jxent.log_softmax(z)
+    picked = jnp.take_along_axis(log_p, y[:, None], axis=-1)[:, 0]
+    return _stats_objective((picked, jxent.entropy(jnp.exp(log_p)), jxent.logsumexp(z, axis=-1)))
+
+
+def _fused_stats(h, w, th, tw, y, idx, lp, **kw):
+    return _stats_objective(jxent.linear_token_statistics(h, w, y, **kw))
+
+
+def _naive_kl(h, w, th, tw, y, idx, lp):
+    zt = jax.lax.stop_gradient(th @ tw)
+    return jxent.kl_divergence(jxent.log_softmax(h @ w), jxent.softmax(zt), reduction="mean")
+
+
+def _fused_kl(h, w, th, tw, y, idx, lp, **kw):
+    return jxent.linear_kl_divergence(h, w, jax.lax.stop_gradient(th), jax.lax.stop_gradient(tw), **kw)
+
+
+def _naive_js(h, w, th, tw, y, idx, lp):
+    p = jxent.softmax(jax.lax.stop_gradient(th @ tw))
+    return jxent.js_divergence(p, jxent.softmax(h @ w), reduction="mean")
+
+
+def _fused_js(h, w, th, tw, y, idx, lp, **kw):
+    return jxent.linear_js_divergence(h, w, jax.lax.stop_gradient(th), jax.lax.stop_gradient(tw), **kw)
+
+
+def _naive_sparse(h, w, th, tw, y, idx, lp):
+    log_q = jxent.log_softmax(h @ w)
+    log_q_k = jnp.take_along_axis(log_q, idx, axis=-1)
+    q_tail = 1.0 - jnp.sum(jnp.exp(log_q_k), axis=-1, keepdims=True)
+    p = jnp.exp(lp)
+    p_tail = 1.0 - jnp.sum(p, axis=-1, keepdims=True)
+    bins_p, bins_q = jnp.concatenate([p, p_tail], -1), jnp.concatenate([jnp.exp(log_q_k), q_tail], -1)
+    return jxent.kl_divergence(jnp.log(bins_q), bins_p, reduction="mean")
+
+
+def _fused_sparse(h, w, th, tw, y, idx, lp, **kw):
+    return jxent.linear_sparse_kl_divergence(h, w, idx, lp, **kw)
+
+
+LM_HEAD = {
+    "linear_token_statistics": (_naive_stats, _fused_stats),
+    "linear_kl_divergence": (_naive_kl, _fused_kl),
+    "linear_js_divergence": (_naive_js, _fused_js),
+    "linear_sparse_kl_divergence": (_naive_sparse, _fused_sparse),
+}
+TOP_K = 32
+
+
+def lm_head_inputs(n, d, v, dtype, device=None, abstract_only=False):
+    """Student and teacher heads (the same sizes), labels and a top-k teacher."""
+    if abstract_only:
+        sharding = None if device is None else jax.sharding.SingleDeviceSharding(device)
+        sd = lambda shape, dt: jax.ShapeDtypeStruct(shape, dt, sharding=sharding)
+        return (
+            sd((n, d), dtype), sd((d, v), dtype), sd((n, d), dtype), sd((d, v), dtype),
+            sd((n,), jnp.int32), sd((n, TOP_K), jnp.int32), sd((n, TOP_K), jnp.float32),
+        )  # fmt: skip
+    h, w, y = inputs(n, d, v, dtype, device, seed=0)
+    th, tw, _ = inputs(n, d, v, dtype, device, seed=1)
+    teacher = jax.nn.log_softmax(jax.random.normal(jax.random.PRNGKey(2), (n, v)) * 3.0)
+    lp, idx = jax.lax.top_k(teacher, TOP_K)
+    if device is not None:
+        idx, lp = jax.device_put(idx, device), jax.device_put(lp, device)
+    return h, w, th, tw, y, idx, lp
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -214,6 +296,42 @@ def section_gpu(table: Table, shape, repeats: int, fused_kw: dict) -> None:
     table.add(case, "temp memory", fmt_mib(m_naive), fmt_mib(m_fused), f"{ratio:.2%}", "<= 1%", verdict(ratio <= 0.01))
 
 
+def section_lm_head(table: Table, cpu_shape, compile_shape, repeats: int, fused_kw: dict, names) -> None:
+    """Each LM-head function against its naive version: CPU wall time and temp memory, compile-only memory."""
+    cpu = jax.devices("cpu")[0]
+    n, d, v = cpu_shape
+    args = lm_head_inputs(n, d, v, jnp.float32, cpu) if cpu_shape else None
+    for name in names:
+        naive_fn, fused_fn = LM_HEAD[name]
+        naive = value_and_grad(naive_fn)
+        fused = value_and_grad(lambda *a, f=fused_fn: f(*a, **fused_kw))
+        if cpu_shape:
+            case = f"{name}: CPU f32 N={n} D={d} V={v}, value_and_grad (student)"
+            with jax.default_device(cpu):
+                m_naive, m_fused = temp_bytes(naive, *args), temp_bytes(fused, *args)
+                t_naive, t_fused = median_time(naive, args, repeats), median_time(fused, args, repeats)
+            r_t, r_m = t_fused / t_naive, m_fused / m_naive
+            table.add(case, "wall time", fmt_s(t_naive), fmt_s(t_fused), f"{r_t:.2f}", "<= 1.1", verdict(r_t <= 1.1))
+            table.add(
+                case, "temp memory", fmt_mib(m_naive), fmt_mib(m_fused), f"{r_m:.2%}", "<= 5%", verdict(r_m <= 0.05)
+            )
+        if compile_shape:
+            cn, cd, cv = compile_shape
+            case = f"{name}: compile-only CPU bf16 N={cn} D={cd} V={cv}, value_and_grad"
+            abstract_args = lm_head_inputs(cn, cd, cv, jnp.bfloat16, cpu, abstract_only=True)
+            with jax.default_device(cpu):
+                m_naive, m_fused = temp_bytes(naive, *abstract_args), temp_bytes(fused, *abstract_args)
+            table.add(
+                case,
+                "temp memory",
+                fmt_mib(m_naive),
+                fmt_mib(m_fused),
+                f"{m_fused / m_naive:.2%}",
+                "fused <= 64 MiB",
+                verdict(m_fused <= 64 * MiB),
+            )
+
+
 def parallel_worker(shape, fused_kw: dict) -> list[tuple[str, ...]]:
     """Runs in a subprocess with 8 fake CPU devices; returns table rows."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -291,7 +409,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny shapes (seconds); for CI")
     parser.add_argument("--gpu", action="store_true", help="run the GPU case (automatic when a GPU is present)")
     parser.add_argument("--no-gpu", action="store_true", help="skip the GPU case even when a GPU is present")
-    parser.add_argument("--sections", default="cpu,compile,parallel,gpu", help="comma-separated subset to run")
+    parser.add_argument("--sections", default="cpu,compile,parallel,gpu,lm_head", help="comma-separated subset to run")
+    parser.add_argument(
+        "--lm-head", default=",".join(LM_HEAD), help="comma-separated LM-head functions for the lm_head section"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
     parser.add_argument("--schedule", default="auto", help="fused schedule (see linear_softmax_cross_entropy)")
     parser.add_argument("--chunk-size", type=int, default=None, help="fused vocabulary chunk")
@@ -343,6 +464,8 @@ def main(argv: list[str] | None = None) -> None:
         section_compile(table, compile_shape, fused_kw, devices)
     if "parallel" in sections:
         section_parallel(table, par_shape, fused_kw)
+    if "lm_head" in sections:
+        section_lm_head(table, cpu_shape, compile_shape, repeats, fused_kw, args.lm_head.split(","))
     if run_gpu:
         if not has_gpu:
             table.add("GPU", "-", "-", "-", "-", "-", "no GPU present")

@@ -217,7 +217,7 @@ def sharded_linear_token_statistics(
         return vocab_parallel_linear_token_statistics(h, w, y, axis_name=vocab_axis, bias=b, **options)
 
     inputs = ((hidden, "rows"), (weight, "weight"), (labels, "rows"), (bias, "classes"))
-    out: Any = TokenStatistics._make(["rows"] * 4)  # the output specs, one per field
+    out = TokenStatistics("rows", "rows", "rows", "rows")  # type: ignore[arg-type]  # the output specs
     return _run_sharded(mesh, vocab_axis, batch_axis, weight_layout, labels.shape, local, inputs, out)
 
 

@@ -87,6 +87,16 @@ NOT_CHECKED: dict[str, str] = {
     "sharded_linear_softmax_cross_entropy": "vocabulary-parallel over a Mesh argument (as above; follow-up)",
     "vocab_parallel_softmax_cross_entropy": "runs only inside shard_map with a bound axis name (as above; follow-up)",
     "vocab_parallel_linear_softmax_cross_entropy": "runs only inside shard_map with a bound axis name (follow-up)",
+    "sharded_linear_token_statistics": "vocabulary-parallel over a Mesh argument (tests/test_lm_head.py compares it"
+    " with the single-device function)",
+    "sharded_linear_kl_divergence": "vocabulary-parallel over a Mesh argument (as above)",
+    "sharded_linear_js_divergence": "vocabulary-parallel over a Mesh argument (as above)",
+    "sharded_linear_sparse_kl_divergence": "vocabulary-parallel over a Mesh argument (as above)",
+    "vocab_parallel_linear_token_statistics": "runs only inside shard_map with a bound axis name (as above)",
+    "vocab_parallel_linear_kl_divergence": "runs only inside shard_map with a bound axis name (as above)",
+    "vocab_parallel_linear_js_divergence": "runs only inside shard_map with a bound axis name (as above)",
+    "vocab_parallel_linear_sparse_kl_divergence": "runs only inside shard_map with a bound axis name (as above)",
+    "TokenStatistics": "the NamedTuple that linear_token_statistics returns, not a function",
     "safe_softmax_cross_entropy": "optax's name for softmax_cross_entropy, which it calls unchanged",
     "convex_kl_divergence": "optax's older name for generalized_kl_divergence, which it calls unchanged",
 }
@@ -345,38 +355,12 @@ def _spec(
         ok = {"grad": grad_ok, "hvp": hvp_ok}
         return label, fn, diff, where_aux, ok, (True,) * (len(diff) + masked)
 
-    if loss == "linear_softmax_cross_entropy":
-        return _linear_spec(d, masked)
+    if loss in OPTIONAL_LOSSES:
+        from jxent.testing.fused_cases import fused_spec
+
+        return fused_spec(loss, d.dtype, masked)
 
     raise KeyError(f"No case for {loss!r}.")
-
-
-def _linear_spec(d: _Data, masked: bool):
-    """``linear_softmax_cross_entropy(hidden, weight, labels)``: ``hidden @ weight`` logits, never materialised.
-
-    It has no ``where=``: the ``"masked"`` variant ignores one row through ``ignore_index`` and adds the options
-    (label smoothing, z-loss, soft-capping) with ``reduction="mean"``. ``bias`` must be finite, so the extreme
-    rows are large hidden states (logits of order ``±1e4``) rather than infinite logits.
-    """
-    rng = _rng("linear")
-    hidden_dim = 6
-    hidden = rng.standard_normal((NUM_ROWS, hidden_dim))
-    hidden[BIG_ROW] *= 4e3
-    hidden[ZERO_ROW] = 0.0
-    weight = rng.standard_normal((hidden_dim, NUM_CLASSES))
-    diff = (_cast(hidden, d.dtype), _cast(weight, d.dtype))
-    labels = rng.integers(0, NUM_CLASSES, NUM_ROWS).astype(np.int32)
-    loss = jxent.linear_softmax_cross_entropy  # type: ignore[attr-defined]
-    if not masked:
-        fn = _call_linear(loss, reduction="none")
-        return "linear_softmax_cross_entropy", fn, diff, (labels,), {}, (True, False, True)
-    labels[MASKED_ROW] = -100
-    fn = _call_linear(loss, ignore_index=-100, label_smoothing=0.1, z_loss=1e-3, soft_cap=30.0, reduction="mean")
-    return "linear_softmax_cross_entropy", fn, diff, (labels,), {}, (True, False, True)
-
-
-def _call_linear(loss: Callable[..., Any], **options: Any) -> Callable[..., Any]:
-    return functools.partial(loss, **options)
 
 
 CASE_LOSSES: tuple[str, ...] = (
@@ -400,9 +384,15 @@ CASE_LOSSES: tuple[str, ...] = (
     "entropy",
     "js_divergence",
 )
-"""Every checked case name, in table order (``linear_softmax_cross_entropy`` is added when jxent has it)."""
+"""Every checked case name, in table order (the fused functions are added when jxent has them)."""
 
-OPTIONAL_LOSSES = ("linear_softmax_cross_entropy",)
+OPTIONAL_LOSSES = (
+    "linear_softmax_cross_entropy",
+    "linear_token_statistics",
+    "linear_kl_divergence",
+    "linear_js_divergence",
+    "linear_sparse_kl_divergence",
+)
 
 
 def case_losses() -> tuple[str, ...]:
