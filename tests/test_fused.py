@@ -216,7 +216,7 @@ def test_empty_batch():
     assert not np.any(np.asarray(jax.grad(lambda w: jxent.linear_softmax_cross_entropy(h, w, y))(w)))
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("schedule", ["one_pass", "split", "vocab"])  # "token" is split's first loop with dW
 def test_check_grads_x64(schedule):
     with jax.enable_x64(True):
         k = jax.random.split(jax.random.PRNGKey(3), 4)

@@ -18,7 +18,6 @@ import jxent
 
 N, D, DT, V, K = 29, 12, 8, 40, 6  # N and V are not multiples of the chunks
 CHUNKS = {"chunk_size": 16, "token_chunk_size": 8}
-SCHEDULES = ("one_pass", "token", "vocab", "split")
 
 
 def _data(seed=0, dtype=jnp.float32, scale=2.0):
@@ -119,7 +118,7 @@ def test_token_statistics_match_naive(schedule):
     np.testing.assert_array_equal(stats.argmax, jnp.argmax(_logits(h, w, b), axis=-1))
 
 
-CASES = [(s, r) for s in SCHEDULES for r in ("mean", "none")] + [("one_pass", "sum")]
+CASES = [("one_pass", "mean"), ("one_pass", "sum"), ("token", "none"), ("vocab", "mean"), ("split", "none")]
 
 
 @pytest.mark.parametrize(("schedule", "reduction"), CASES)

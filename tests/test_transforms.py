@@ -278,7 +278,7 @@ def test_check_grads_order_2_every_loss(x64):
     failures = []
     for name, (fn, args, eps) in _grad_cases().items():
         try:
-            check_grads(fn, args, order=2, modes=("fwd", "rev"), eps=eps)
+            check_grads(jax.jit(fn), args, order=2, modes=("fwd", "rev"), eps=eps)
         except AssertionError as e:  # report every failing loss, by name
             failures.append(f"{name}: {e}")
     assert not failures, "\n\n".join(failures)
