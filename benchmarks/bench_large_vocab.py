@@ -19,6 +19,8 @@ Sections:
 * ``lm_head``: each language-model head function (token statistics, KL, JS, top-32 sparse KL) against its naive
   version (the logits, then the dense jxent functions), gradients for the student: the ``cpu`` measurements at the
   ``cpu`` shape and the compile-only temp memory at the ``compile`` shape. ``--lm-head`` picks the functions.
+* ``lm_head_gpu``: the same functions timed on the GPU at the ``gpu`` shape in bfloat16 (not in the default set;
+  ``benchmarks/gpu_check.sh`` runs it).
 
 Timings on a shared machine are noisy; the table says which device ran them.
 """
@@ -296,40 +298,46 @@ def section_gpu(table: Table, shape, repeats: int, fused_kw: dict) -> None:
     table.add(case, "temp memory", fmt_mib(m_naive), fmt_mib(m_fused), f"{ratio:.2%}", "<= 1%", verdict(ratio <= 0.01))
 
 
-def section_lm_head(table: Table, cpu_shape, compile_shape, repeats: int, fused_kw: dict, names) -> None:
-    """Each LM-head function against its naive version: CPU wall time and temp memory, compile-only memory."""
-    cpu = jax.devices("cpu")[0]
-    n, d, v = cpu_shape
-    args = lm_head_inputs(n, d, v, jnp.float32, cpu) if cpu_shape else None
+def section_lm_head(table: Table, device, shape, dtype, repeats: int, fused_kw: dict, names, goals: bool) -> None:
+    """Each LM-head function against its naive version on ``device``: wall time and temp memory. ``goals``: judge
+    the CPU goals (time <= 1.1x, memory <= 5% of naive)."""
+    n, d, v = shape
+    args = lm_head_inputs(n, d, v, dtype, device)
+    kind = "CPU" if device.platform == "cpu" else device.device_kind
     for name in names:
         naive_fn, fused_fn = LM_HEAD[name]
         naive = value_and_grad(naive_fn)
         fused = value_and_grad(lambda *a, f=fused_fn: f(*a, **fused_kw))
-        if cpu_shape:
-            case = f"{name}: CPU f32 N={n} D={d} V={v}, value_and_grad (student)"
-            with jax.default_device(cpu):
-                m_naive, m_fused = temp_bytes(naive, *args), temp_bytes(fused, *args)
-                t_naive, t_fused = median_time(naive, args, repeats), median_time(fused, args, repeats)
-            r_t, r_m = t_fused / t_naive, m_fused / m_naive
-            table.add(case, "wall time", fmt_s(t_naive), fmt_s(t_fused), f"{r_t:.2f}", "<= 1.1", verdict(r_t <= 1.1))
-            table.add(
-                case, "temp memory", fmt_mib(m_naive), fmt_mib(m_fused), f"{r_m:.2%}", "<= 5%", verdict(r_m <= 0.05)
-            )
-        if compile_shape:
-            cn, cd, cv = compile_shape
-            case = f"{name}: compile-only CPU bf16 N={cn} D={cd} V={cv}, value_and_grad"
-            abstract_args = lm_head_inputs(cn, cd, cv, jnp.bfloat16, cpu, abstract_only=True)
-            with jax.default_device(cpu):
-                m_naive, m_fused = temp_bytes(naive, *abstract_args), temp_bytes(fused, *abstract_args)
-            table.add(
-                case,
-                "temp memory",
-                fmt_mib(m_naive),
-                fmt_mib(m_fused),
-                f"{m_fused / m_naive:.2%}",
-                "fused <= 64 MiB",
-                verdict(m_fused <= 64 * MiB),
-            )
+        case = f"{name}: {kind} {jnp.dtype(dtype).name} N={n} D={d} V={v}, value_and_grad (student)"
+        with jax.default_device(device):
+            m_naive, m_fused = temp_bytes(naive, *args), temp_bytes(fused, *args)
+            t_naive, t_fused = median_time(naive, args, repeats), median_time(fused, args, repeats)
+        r_t, r_m = t_fused / t_naive, m_fused / m_naive
+        table.add(
+            case, "wall time", fmt_s(t_naive), fmt_s(t_fused), f"{r_t:.2f}", "<= 1.1" if goals else "-",
+            verdict(r_t <= 1.1) if goals else "n/a",
+        )  # fmt: skip
+        mem = (fmt_mib(m_naive), fmt_mib(m_fused), f"{r_m:.2%}")
+        table.add(case, "temp memory", *mem, "<= 5%" if goals else "-", verdict(r_m <= 0.05) if goals else "n/a")
+
+
+def section_lm_head_compile(table: Table, shape, fused_kw: dict, names) -> None:
+    """Compile-only temp memory of each LM-head function and its naive version on the CPU backend."""
+    cpu = jax.devices("cpu")[0]
+    n, d, v = shape
+    abstract_args = lm_head_inputs(n, d, v, jnp.bfloat16, cpu, abstract_only=True)
+    for name in names:
+        naive_fn, fused_fn = LM_HEAD[name]
+        naive = value_and_grad(naive_fn)
+        fused = value_and_grad(lambda *a, f=fused_fn: f(*a, **fused_kw))
+        with jax.default_device(cpu):
+            m_naive, m_fused = temp_bytes(naive, *abstract_args), temp_bytes(fused, *abstract_args)
+        case = f"{name}: compile-only CPU bf16 N={n} D={d} V={v}, value_and_grad (student)"
+        ratio = f"{m_fused / m_naive:.2%}"
+        table.add(
+            case, "temp memory", fmt_mib(m_naive), fmt_mib(m_fused), ratio, "fused <= 64 MiB",
+            verdict(m_fused <= 64 * MiB),
+        )  # fmt: skip
 
 
 def parallel_worker(shape, fused_kw: dict) -> list[tuple[str, ...]]:
@@ -464,8 +472,15 @@ def main(argv: list[str] | None = None) -> None:
         section_compile(table, compile_shape, fused_kw, devices)
     if "parallel" in sections:
         section_parallel(table, par_shape, fused_kw)
+    lm_names = args.lm_head.split(",")
     if "lm_head" in sections:
-        section_lm_head(table, cpu_shape, compile_shape, repeats, fused_kw, args.lm_head.split(","))
+        section_lm_head(table, jax.devices("cpu")[0], cpu_shape, jnp.float32, repeats, fused_kw, lm_names, True)
+        section_lm_head_compile(table, compile_shape, fused_kw, lm_names)
+    if "lm_head_gpu" in sections:
+        if has_gpu:
+            section_lm_head(table, dev, gpu_shape, jnp.bfloat16, repeats, fused_kw, lm_names, False)
+        else:
+            table.add("LM head on GPU", "-", "-", "-", "-", "-", "no GPU present")
     if run_gpu:
         if not has_gpu:
             table.add("GPU", "-", "-", "-", "-", "-", "no GPU present")

@@ -431,10 +431,12 @@ def test_benchmark_quick_smoke(capsys):
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    bench.main(["--quick", "--sections", "cpu,compile", "--repeats", "1", "--no-gpu"])
+    bench.main(["--quick", "--sections", "cpu,compile,lm_head", "--repeats", "1", "--no-gpu"])
     out = capsys.readouterr().out
     assert "| case | metric | naive | fused / parallel | ratio | goal | met |" in out
     assert "CPU f32 N=256 D=64 V=2048" in out and "compile-only CPU bf16" in out
+    for name in bench.LM_HEAD:  # every LM-head function has its rows
+        assert f"{name}: CPU float32 N=256" in out and f"{name}: compile-only CPU bf16 N=512" in out
     assert "n/a (quick shapes)" in out and "**no**" not in out  # goals are for the full shapes
 
 
