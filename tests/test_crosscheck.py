@@ -43,9 +43,9 @@ def _table_rows(text: str) -> list[list[str]]:
     return rows
 
 
-def _assert_every_loss_listed(text: str, backend: str, dtypes=DTYPES) -> None:
+def _assert_every_loss_listed(text: str, backend: str, dtypes=DTYPES, losses=None) -> None:
     listed = {(r[0], r[1]) for r in _table_rows(text) if r[2] == backend}
-    expected = {(loss, dtype) for loss in case_losses() for dtype in dtypes}
+    expected = {(loss, dtype) for loss in (losses or case_losses()) for dtype in dtypes}
     assert expected <= listed, f"missing from the {backend} table: {sorted(expected - listed)}"
     results = {r[-1] for r in _table_rows(text) if r[2] == backend}
     assert results == {"pass"}, text
@@ -95,6 +95,17 @@ def test_cases_are_fixed_and_cover_the_extremes():
     assert {c.variant for c in first} == {"plain", "masked"}
 
 
+# The language-model head functions: their second-order (HVP) programs are the slowest of the set to compile, so
+# the CI command leaves them out and test_lm_head_cases_run_finite_on_cpu runs them in float32; tests/test_lm_head.py
+# checks their values, gradients, 16-bit inputs and sharded forms. benchmarks/gpu_check.sh crosschecks them all.
+LM_HEAD_CASES = (
+    "linear_token_statistics",
+    "linear_kl_divergence",
+    "linear_js_divergence",
+    "linear_sparse_kl_divergence",
+)
+
+
 def test_crosscheck_on_cpu_and_sharded_on_8_fake_cpu_devices():
     """The command as CI runs it: every case on CPU (vs its re-run), and float32 sharded over 8 fake devices.
 
@@ -104,14 +115,27 @@ def test_crosscheck_on_cpu_and_sharded_on_8_fake_cpu_devices():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # the command sets the flag itself
     env["JAX_PLATFORMS"] = "cpu"
     cmd = [sys.executable, "-m", "jxent.testing.crosscheck", "--sharded", "--fake-devices", "8"]
-    cmd += ["--sharded-dtypes", "float32"]
+    cmd += ["--sharded-dtypes", "float32", "--losses", ",".join(_ci_losses())]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "cpu: 8 x" in out
     assert "finite where expected" in out
-    _assert_every_loss_listed(out, "cpu")
-    _assert_every_loss_listed(out, "cpu[sharded x8]", dtypes=["float32"])
+    _assert_every_loss_listed(out, "cpu", losses=_ci_losses())
+    _assert_every_loss_listed(out, "cpu[sharded x8]", dtypes=["float32"], losses=_ci_losses())
+
+
+def _ci_losses() -> list[str]:
+    return [name for name in case_losses() if name not in LM_HEAD_CASES]
+
+
+def test_lm_head_cases_run_finite_on_cpu():
+    cases = make_cases(dtypes=["float32"], losses=list(LM_HEAD_CASES))
+    assert {c.loss for c in cases} == set(LM_HEAD_CASES)
+    results, failed = evaluate(cases, jax.devices("cpu")[0], repeats=1)
+    assert not failed, failed
+    for case in cases:
+        assert finite_where_expected(case, results[case.name][0]) == [], case.name
 
 
 def test_crosscheck_fails_on_an_injected_mismatch(capsys):
