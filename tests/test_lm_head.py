@@ -404,3 +404,26 @@ def test_sharded_forms_match_single_device(mesh):
             _assert_rel(g, gr, 1e-5, f"sharded {name} gradient")
     stats = jax.jit(lambda h, w: jxent.sharded_linear_token_statistics(h, w, y, **shard))(h, w)
     np.testing.assert_array_equal(stats.argmax, jnp.argmax(h @ w, axis=-1))
+
+
+def test_a_frozen_teacher_gets_no_gradient_work():
+    """``symbolic_zeros``: with the teacher under ``stop_gradient`` no teacher ``dh``/``dW`` matmul is compiled, and
+    the student's gradient is unchanged."""
+    h, w, _, th, tw, *_ = _data(12)
+    for schedule in ("one_pass", "split"):
+
+        def frozen(h, w, schedule=schedule):
+            teacher = jax.lax.stop_gradient((th, tw))
+            return jxent.linear_kl_divergence(h, w, *teacher, schedule=schedule, **CHUNKS)
+
+        def both(h, w, th, tw, schedule=schedule):
+            return jxent.linear_kl_divergence(h, w, th, tw, schedule=schedule, **CHUNKS)
+
+        g_frozen = jax.grad(frozen, argnums=(0, 1))(h, w)
+        g_both = jax.grad(both, argnums=(0, 1, 2, 3))(h, w, th, tw)
+        for a, r in zip(g_frozen, g_both[:2], strict=True):
+            np.testing.assert_array_equal(a, r)
+        dots = lambda f, *a: jax.jit(jax.grad(f, argnums=(0, 1))).lower(*a).as_text().count("dot_general")
+        assert dots(frozen, h, w) < jax.jit(jax.grad(both, argnums=(0, 1, 2, 3))).lower(h, w, th, tw).as_text().count(
+            "dot_general"
+        )

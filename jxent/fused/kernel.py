@@ -7,6 +7,9 @@ schedule recomputes the blocks and accumulates ``dh``, ``dW`` and ``db`` of ever
 For ``"mean"``/``"sum"`` on the ``"one_pass"`` schedule the cotangent is one scalar, so the gradients for a unit
 cotangent are built in the forward pass instead (:func:`fused_total`).
 
+Both rules use ``symbolic_zeros``: a head none of whose inputs is differentiated (a teacher under
+``stop_gradient``) gets no ``dh``/``dW`` at all, neither accumulated nor multiplied.
+
 Row weights (``token_weight`` and ``where``) are applied here for every objective: the loss of a row is multiplied
 by its weight, so is its weight in ``"mean"`` and the cotangent of its loss; a row of weight 0 gives exactly 0 and a
 zero gradient, even where its own loss would be NaN.
@@ -20,6 +23,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from jxent._options import OptionArrays
 from jxent._vma import sum_to_type
@@ -75,9 +79,30 @@ def _no_cotangents(*trees: Any) -> tuple:
     return tuple(jax.tree.map(zero, t) for t in trees)
 
 
-def _head_cotangents(heads: tuple[Head, ...], grads: tuple) -> tuple[Head, ...]:
-    out = []
+def _unwrap(tree: Any) -> Any:
+    """The values of a ``symbolic_zeros`` forward rule's primals."""
+    return jax.tree.map(lambda p: p.value, tree, is_leaf=lambda x: isinstance(x, CustomVJPPrimal))
+
+
+def _wanted(heads: Any) -> tuple[bool, ...]:
+    """Per head, whether any of its inputs is differentiated (a frozen teacher is not: its gradient is skipped)."""
+    leaves = [jax.tree.leaves(hd, is_leaf=lambda x: isinstance(x, CustomVJPPrimal)) for hd in heads]
+    return tuple(any(p.perturbed for p in head) for head in leaves)
+
+
+def _instantiate(ct: Any) -> Any:
+    """A cotangent as an array: zeros for a symbolic zero (``None`` for an integer output, which has none)."""
+    if not isinstance(ct, SymbolicZero):
+        return ct
+    return jnp.zeros(ct.shape, ct.dtype) if jnp.issubdtype(ct.dtype, jnp.inexact) else None
+
+
+def _head_cotangents(heads: tuple[Head, ...], grads: tuple) -> tuple[Head | None, ...]:
+    out: list[Head | None] = []
     for hd, (dh, dw, db) in zip(heads, grads, strict=True):
+        if dh is None:  # a head that needs no gradient
+            out.append(None)
+            continue
         out.append(
             Head(
                 sum_to_type(dh, hd.hidden).astype(hd.hidden.dtype),
@@ -96,21 +121,26 @@ def fused_rows(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays: Op
 
 
 def _fused_rows_fwd(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays: OptionArrays):
+    want = _wanted(heads)
+    heads, ctx, cls, rw, arrays = _unwrap((heads, ctx, cls, rw, arrays))
     done = forward(cfg, obj, arrays, heads, ctx, cls)
-    return _outputs(obj, done, rw), (heads, done, cls, rw, arrays, ctx)
+    # which heads need a gradient, carried as the structure of the residuals (an array or None per head)
+    marks = tuple(jnp.zeros(()) if w else None for w in want)
+    return _outputs(obj, done, rw), (heads, done, cls, rw, arrays, ctx, marks)
 
 
 def _fused_rows_bwd(cfg: FusedConfig, obj: Objective, res, cts):
-    heads, done, cls, rw, arrays, ctx = res
-    ct_loss, *rest = cts[:-1]
+    heads, done, cls, rw, arrays, ctx, marks = res
+    want = tuple(m is not None for m in marks)
+    ct_loss, *rest = (_instantiate(c) for c in cts[:-1])
     coefs = _zero_rows(obj.cotangents(cfg, done, (_weighted(ct_loss, rw), *rest)), rw)
-    grads = gradients(cfg, obj, arrays, heads, cls, coefs)
+    grads = gradients(cfg, obj, arrays, heads, cls, coefs, want)
     # every vocabulary slice contributes to each token's dh
-    grads = tuple((cfg.group.sum_slices(dh), dw, db) for dh, dw, db in grads)
+    grads = tuple((None if dh is None else cfg.group.sum_slices(dh), dw, db) for dh, dw, db in grads)
     return _head_cotangents(heads, grads), *_no_cotangents(ctx, cls, rw, arrays)
 
 
-fused_rows.defvjp(_fused_rows_fwd, _fused_rows_bwd)
+fused_rows.defvjp(_fused_rows_fwd, _fused_rows_bwd, symbolic_zeros=True)
 
 
 def _unit_coefficients(cfg: FusedConfig, obj: Objective, rw: jax.Array | None):
@@ -135,9 +165,14 @@ def fused_total(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays: O
 
 
 def _fused_total_fwd(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays: OptionArrays):
-    done, grads = one_pass(cfg, obj, arrays, heads, ctx, cls, _unit_coefficients(cfg, obj, rw))
+    want = _wanted(heads)
+    heads, ctx, cls, rw, arrays = _unwrap((heads, ctx, cls, rw, arrays))
+    done, grads = one_pass(cfg, obj, arrays, heads, ctx, cls, _unit_coefficients(cfg, obj, rw), want)
     outs = _outputs(obj, done, rw)
-    grads = tuple((dh, dw, db if hd.bias is not None else None) for hd, (dh, dw, db) in zip(heads, grads, strict=True))
+    grads = tuple(
+        (dh, dw, db if hd.bias is not None else None) if wanted else None
+        for hd, (dh, dw, db), wanted in zip(heads, grads, want, strict=True)
+    )
     dtypes = tuple(jnp.zeros((0,), hd.hidden.dtype) for hd in heads)  # the hidden states' dtypes, as empty arrays
     return (jnp.sum(outs[0]), jnp.sum(outs[-1])), (grads, dtypes, heads_meta(heads), ctx, cls, rw, arrays)
 
@@ -151,9 +186,13 @@ def heads_meta(heads: tuple[Head, ...]) -> tuple:
 
 def _fused_total_bwd(cfg: FusedConfig, obj: Objective, res, cts):
     grads, dtypes, meta, ctx, cls, rw, arrays = res
-    ct = cts[0].astype(cfg.acc_dtype)
-    out = []
-    for (dh, dw, db), h_dtype, (w_dtype, b_dtype) in zip(grads, dtypes, meta, strict=True):
+    ct = _instantiate(cts[0]).astype(cfg.acc_dtype)
+    out: list[Head | None] = []
+    for grad, h_dtype, (w_dtype, b_dtype) in zip(grads, dtypes, meta, strict=True):
+        if grad is None:  # a head that needs no gradient
+            out.append(None)
+            continue
+        dh, dw, db = grad
         out.append(
             Head(
                 (ct * dh).astype(h_dtype.dtype),
@@ -164,7 +203,7 @@ def _fused_total_bwd(cfg: FusedConfig, obj: Objective, res, cts):
     return tuple(out), *_no_cotangents(ctx, cls, rw, arrays)
 
 
-fused_total.defvjp(_fused_total_fwd, _fused_total_bwd)
+fused_total.defvjp(_fused_total_fwd, _fused_total_bwd, symbolic_zeros=True)
 
 
 def per_row(p: Problem) -> tuple[jax.Array, ...]:

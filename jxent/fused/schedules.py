@@ -98,10 +98,11 @@ def forward(cfg: FusedConfig, obj: Objective, arrays: OptionArrays, heads: Heads
     return ctx
 
 
-def _zero_grads(cfg: FusedConfig, heads: Heads, dh: bool, dw: bool) -> tuple:
-    """Per head: ``(dh, dW, db)`` accumulators (empty where not wanted)."""
+def _zero_grads(cfg: FusedConfig, heads: Heads, dh: bool, dw: bool, want: tuple[bool, ...]) -> tuple:
+    """Per head: ``(dh, dW, db)`` accumulators (empty where not wanted, and for heads that need no gradient)."""
     out = []
-    for hd in heads:
+    for hd, wanted in zip(heads, want, strict=True):
+        dh, dw = dh and wanted, dw and wanted
         out.append(
             (
                 jnp.zeros(hd.hidden.shape if dh else (0, 0), cfg.acc_dtype),
@@ -112,9 +113,12 @@ def _zero_grads(cfg: FusedConfig, heads: Heads, dh: bool, dw: bool) -> tuple:
     return tuple(out)
 
 
-def _token_outer_update(cfg: FusedConfig, head: Head, acc, dx, w_blk, h_dw, tmask, v0):
+def _token_outer_update(cfg: FusedConfig, head: Head, acc, dx, w_blk, h_dw, tmask, v0, wanted: bool):
     """Adds one block's ``dx`` to the ``dh`` block accumulator and (when ``h_dw`` is given) to the full ``dW``/``db``
-    accumulators; ``h_dw``/``tmask`` have the rows of an overlapping last token block masked."""
+    accumulators; ``h_dw``/``tmask`` have the rows of an overlapping last token block masked. A head that needs no
+    gradient (``wanted`` false) keeps its empty accumulators, and XLA drops its ``dx``."""
+    if not wanted:
+        return acc
     dh_acc, dw_acc, db_acc = acc
     vc, ax = cfg.vocab_chunk, cfg.vocab_axis
     dx_m = dx.astype(cfg.matmul_dtype)
@@ -128,9 +132,9 @@ def _token_outer_update(cfg: FusedConfig, head: Head, acc, dx, w_blk, h_dw, tmas
     return dh_acc, dw_acc, db_acc
 
 
-def _grad_vocab_inner(cfg, obj, arrays, heads, h_blks, cls, coefs_blk, accs, h_dws, tmask, refs, bufs=None):
+def _grad_vocab_inner(cfg, obj, arrays, heads, h_blks, cls, coefs_blk, accs, h_dws, tmask, refs, want, bufs=None):
     """The vocabulary loop of a token-outer gradient pass; ``bufs`` are the one-pass row buffers, if kept.
-    ``accs`` holds each head's ``(dW, db)``; returns each head's ``(dh block, dW, db)``."""
+    ``accs`` holds each head's ``(dW, db)``; returns each head's ``(dh block, dW, db)`` (empty where not ``want``)."""
     vc = cfg.vocab_chunk
 
     def body(j, c):
@@ -142,13 +146,13 @@ def _grad_vocab_inner(cfg, obj, arrays, heads, h_blks, cls, coefs_blk, accs, h_d
             xs = tuple(lax.dynamic_slice_in_dim(b, v0, vc, 1) for b in bufs)
         dxs = obj.grad_block(cfg, arrays, xs, v0, vocab_valid(cfg, j, v0), coefs_blk, cls, None)
         return tuple(
-            _token_outer_update(cfg, hd, acc, dx, w_blk, h_dw, tmask, v0)
-            for hd, acc, dx, w_blk, h_dw in zip(heads, c, dxs, w_blks, h_dws, strict=True)
+            _token_outer_update(cfg, hd, acc, dx, w_blk, h_dw, tmask, v0, wanted)
+            for hd, acc, dx, w_blk, h_dw, wanted in zip(heads, c, dxs, w_blks, h_dws, want, strict=True)
         )
 
     init = tuple(
-        (jnp.zeros((cfg.token_chunk, hd.hidden.shape[1]), cfg.acc_dtype), *acc)
-        for hd, acc in zip(heads, accs, strict=True)
+        (jnp.zeros((cfg.token_chunk, hd.hidden.shape[1]) if wanted else (0, 0), cfg.acc_dtype), *acc)
+        for hd, acc, wanted in zip(heads, accs, want, strict=True)
     )
     return fori(n_blocks(cfg.vocab, vc), body, init, refs)
 
@@ -158,7 +162,7 @@ def _dh_dtype(cfg: FusedConfig, h):
     return cfg.acc_dtype if cfg.sharded else h.dtype
 
 
-def _grad_token_outer(cfg: FusedConfig, obj, arrays, heads: Heads, cls, coefs, want_dw: bool):
+def _grad_token_outer(cfg: FusedConfig, obj, arrays, heads: Heads, cls, coefs, want_dw: bool, want: tuple):
     """Token-outer pass: each ``dh`` block is complete after its vocabulary loop; ``dW`` (if wanted) is a full
     ``[D, V]`` float32 accumulator."""
     refs = (heads, cls, coefs, arrays)
@@ -172,17 +176,22 @@ def _grad_token_outer(cfg: FusedConfig, obj, arrays, heads: Heads, cls, coefs, w
         h_dws = tuple(masked_rows(h, tmask) if want_dw else None for h in h_blks)
         accs = tuple((dw, db) for _, dw, db in carry)
         coefs_blk = row_slice(coefs, t0, tc)
-        out = _grad_vocab_inner(cfg, obj, arrays, heads, h_blks, cls, coefs_blk, accs, h_dws, tmask, refs)
-        return tuple((_put(c[0], o[0], t0), o[1], o[2]) for c, o in zip(carry, out, strict=True))
+        out = _grad_vocab_inner(cfg, obj, arrays, heads, h_blks, cls, coefs_blk, accs, h_dws, tmask, refs, want)
+        return tuple(
+            (_put(c[0], o[0], t0) if wanted else c[0], o[1], o[2])
+            for c, o, wanted in zip(carry, out, want, strict=True)
+        )
 
     init = tuple(
-        (jnp.zeros(hd.hidden.shape, _dh_dtype(cfg, hd.hidden)), dw, db)
-        for hd, (_, dw, db) in zip(heads, _zero_grads(cfg, heads, dh=False, dw=want_dw), strict=True)
+        (jnp.zeros(hd.hidden.shape if wanted else (0, 0), _dh_dtype(cfg, hd.hidden)), dw, db)
+        for hd, (_, dw, db), wanted in zip(
+            heads, _zero_grads(cfg, heads, dh=False, dw=want_dw, want=want), want, strict=True
+        )
     )
     return fori(n_blocks(cfg.num_tokens, tc), token_body, init, refs)
 
 
-def _grad_vocab_outer(cfg: FusedConfig, obj, arrays, heads: Heads, cls, coefs, want_dh: bool):
+def _grad_vocab_outer(cfg: FusedConfig, obj, arrays, heads: Heads, cls, coefs, want_dh: bool, want: tuple):
     """Vocabulary-outer pass: each ``dW`` block ``[D, Vc]`` is complete after its token loop and written once in
     ``weight``'s dtype; ``dh`` (if wanted) is a full ``[N, D]`` float32 accumulator."""
     refs = (heads, cls, coefs, arrays)
@@ -204,7 +213,12 @@ def _grad_vocab_outer(cfg: FusedConfig, obj, arrays, heads: Heads, cls, coefs, w
             xs = tuple(logit_block(cfg, h, w, hd.bias, v0) for h, w, hd in zip(h_blks, w_blks, heads, strict=True))
             dxs = obj.grad_block(cfg, arrays, xs, v0, None, row_slice(coefs, t0, tc), cls, token_valid(cfg, i, t0))
             out = []
-            for hd, (dh_acc, dw_blk, db_blk), h_blk, dx, w_dh in zip(heads, c, h_blks, dxs, w_dhs, strict=True):
+            for hd, (dh_acc, dw_blk, db_blk), h_blk, dx, w_dh, wanted in zip(
+                heads, c, h_blks, dxs, w_dhs, want, strict=True
+            ):
+                if not wanted:
+                    out.append((dh_acc, dw_blk, db_blk))
+                    continue
                 dx_m = dx.astype(cfg.matmul_dtype)
                 dw_blk = dw_blk + dw_block(cfg, h_blk, dx_m)
                 if hd.bias is not None:
@@ -218,14 +232,17 @@ def _grad_vocab_outer(cfg: FusedConfig, obj, arrays, heads: Heads, cls, coefs, w
             return tuple(out)
 
         init = []
-        for hd, (dh_all, _, _) in zip(heads, carry, strict=True):
+        for hd, (dh_all, _, _), wanted in zip(heads, carry, want, strict=True):
             d = hd.hidden.shape[1]
             blk_shape = (d, vc) if cfg.vocab_axis == 1 else (vc, d)
-            db0 = jnp.zeros((vc if hd.bias is not None else 0,), cfg.acc_dtype)
-            init.append((dh_all, jnp.zeros(blk_shape, cfg.acc_dtype), db0))
+            db0 = jnp.zeros((vc if hd.bias is not None and wanted else 0,), cfg.acc_dtype)
+            init.append((dh_all, jnp.zeros(blk_shape if wanted else (0, 0), cfg.acc_dtype), db0))
         blocks = fori(n_blocks(cfg.num_tokens, tc), token_body, tuple(init), refs)
         out = []
-        for hd, (_, dw_all, db_all), (dh_all, dw_blk, db_blk) in zip(heads, carry, blocks, strict=True):
+        for hd, (_, dw_all, db_all), (dh_all, dw_blk, db_blk), wanted in zip(heads, carry, blocks, want, strict=True):
+            if not wanted:
+                out.append((dh_all, dw_all, db_all))
+                continue
             dw_all = lax.dynamic_update_slice_in_dim(dw_all, dw_blk.astype(dw_all.dtype), v0, axis=cfg.vocab_axis)
             if hd.bias is not None:
                 db_all = lax.dynamic_update_slice_in_dim(db_all, db_blk, v0, 0)
@@ -234,35 +251,42 @@ def _grad_vocab_outer(cfg: FusedConfig, obj, arrays, heads: Heads, cls, coefs, w
 
     init = tuple(
         (
-            jnp.zeros(hd.hidden.shape if want_dh else (0, 0), cfg.acc_dtype),
-            jnp.zeros(hd.weight.shape, hd.weight.dtype),
+            jnp.zeros(hd.hidden.shape if want_dh and wanted else (0, 0), cfg.acc_dtype),
+            jnp.zeros(hd.weight.shape if wanted else (0, 0), hd.weight.dtype),
             db,
         )
-        for hd, (_, _, db) in zip(heads, _zero_grads(cfg, heads, dh=False, dw=True), strict=True)
+        for hd, (_, _, db), wanted in zip(
+            heads, _zero_grads(cfg, heads, dh=False, dw=True, want=want), want, strict=True
+        )
     )
     return fori(n_blocks(cfg.vocab, vc), vocab_body, init, refs)
 
 
-def gradients(cfg: FusedConfig, obj: Objective, arrays: OptionArrays, heads: Heads, cls: Any, coefs: Any) -> tuple:
-    """Per head, ``(dh, dW, db)`` in float32 or the input dtype (``db`` is ``None`` without a bias), by the
-    configured schedule."""
+def gradients(
+    cfg: FusedConfig, obj: Objective, arrays: OptionArrays, heads: Heads, cls: Any, coefs: Any, want: tuple
+) -> tuple:
+    """Per head, ``(dh, dW, db)`` in float32 or the input dtype (``db`` is ``None`` without a bias; all three are
+    ``None`` for a head that needs no gradient, ``want`` false), by the configured schedule."""
     if cfg.schedule in ("token", "one_pass"):
-        out = _grad_token_outer(cfg, obj, arrays, heads, cls, coefs, want_dw=True)
+        out = _grad_token_outer(cfg, obj, arrays, heads, cls, coefs, want_dw=True, want=want)
     elif cfg.schedule == "vocab":
-        out = _grad_vocab_outer(cfg, obj, arrays, heads, cls, coefs, want_dh=True)
+        out = _grad_vocab_outer(cfg, obj, arrays, heads, cls, coefs, want_dh=True, want=want)
     else:
-        dhs = _grad_token_outer(cfg, obj, arrays, heads, cls, coefs, want_dw=False)
-        dws = _grad_vocab_outer(cfg, obj, arrays, heads, cls, coefs, want_dh=False)
+        dhs = _grad_token_outer(cfg, obj, arrays, heads, cls, coefs, want_dw=False, want=want)
+        dws = _grad_vocab_outer(cfg, obj, arrays, heads, cls, coefs, want_dh=False, want=want)
         out = tuple((a[0], b[1], b[2]) for a, b in zip(dhs, dws, strict=True))
-    return tuple((dh, dw, db if hd.bias is not None else None) for hd, (dh, dw, db) in zip(heads, out, strict=True))
+    return tuple(
+        (dh, dw, db if hd.bias is not None else None) if wanted else (None, None, None)
+        for hd, (dh, dw, db), wanted in zip(heads, out, want, strict=True)
+    )
 
 
-def one_pass(cfg: FusedConfig, obj: Objective, arrays: OptionArrays, heads: Heads, ctx, cls, unit_coefs):
+def one_pass(cfg: FusedConfig, obj: Objective, arrays: OptionArrays, heads: Heads, ctx, cls, unit_coefs, want):
     """The finished row context and the gradients for a fixed per-row cotangent, in one token-outer pass.
 
     ``unit_coefs(ctx_blk, t0)`` gives the gradient coefficients of a token block from its finished context (the
     cotangent is known in advance: a ``"mean"``/``"sum"`` reduction). Returns the context of every row and, per
-    head, ``(dh, dW, db)`` in float32.
+    head, ``(dh, dW, db)`` in float32 (empty for heads that need no gradient, ``want`` false).
 
     ``dh`` is kept in float32 like ``dW``, also for 16-bit hidden states: in 16 bits the unit-cotangent gradient
     could overflow (a ``"mean"`` over large class weights) or, scaled down first, underflow (small per-token
@@ -292,12 +316,15 @@ def one_pass(cfg: FusedConfig, obj: Objective, arrays: OptionArrays, heads: Head
         h_dws = tuple(masked_rows(h, tmask) for h in h_blks)
         accs = tuple((dw, db) for _, dw, db in grads)
         coefs = unit_coefs(ctx_blk, t0)
-        out = _grad_vocab_inner(cfg, obj, arrays, heads, h_blks, cls, coefs, accs, h_dws, tmask, refs, bufs)
-        grads = tuple((_put(g[0], o[0], t0), o[1], o[2]) for g, o in zip(grads, out, strict=True))
+        out = _grad_vocab_inner(cfg, obj, arrays, heads, h_blks, cls, coefs, accs, h_dws, tmask, refs, want, bufs)
+        grads = tuple(
+            (_put(g[0], o[0], t0) if wanted else g[0], o[1], o[2])
+            for g, o, wanted in zip(grads, out, want, strict=True)
+        )
         return _put(ctx_all, ctx_blk, t0), grads
 
     n = cfg.num_tokens
     shapes = jax.eval_shape(lambda: finish_block(_token_blocks(cfg, heads, 0), row_slice(ctx, 0, tc))[1])
     ctx0 = jax.tree.map(lambda s: jnp.zeros((n, *s.shape[1:]), s.dtype), shapes)
-    init = (ctx0, _zero_grads(cfg, heads, dh=True, dw=True))
+    init = (ctx0, _zero_grads(cfg, heads, dh=True, dw=True, want=want))
     return fori(n_blocks(n, tc), token_body, init, refs)
