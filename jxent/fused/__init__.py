@@ -90,12 +90,14 @@ def linear_softmax_cross_entropy(
     * ``"split"`` (5 matmuls): a token-outer loop for ``dh`` (``4 Tc D``), then a vocabulary-outer loop for ``dW``
       (``4 D Vc``): no accumulator of full size.
 
-    ``"auto"`` (default) on CPU: ``"one_pass"`` for float32 weights (``Tc = 2**23 / V``, at most 1024, i.e. a
-    32 MiB row buffer; ``Vc = 2048``), ``"split"`` for 16-bit weights (``Tc = Vc = 2**floor(log2(2**21 / D))`` in
-    ``[128, 2048]``: 8 MiB float32 blocks; 512 at ``D = 4096``, about 33 MiB of temporaries at ``N = 8192,
-    V = 131072``). On accelerators, where each loop iteration costs kernel launches, few large blocks:
-    ``"vocab"`` while its float32 ``dh`` fits in 256 MiB, else ``"split"``, with ``Tc = 8192`` and
-    ``Vc = 2048`` (``"vocab"``) or ``8192``. The platform is that of ``jax.default_device`` or the default backend.
+    ``"auto"`` (default) on CPU: ``"one_pass"`` for float32 weights when the result is one reduced loss
+    (``Tc = 2**23 / V``, at most 1024, i.e. a 32 MiB row buffer; ``Vc = 2048``) and ``"token"`` with the blocks below
+    when it is per token (``"none"`` or ``return_lse``); ``"split"`` for 16-bit weights. The token-outer and split
+    blocks are ``Tc = Vc = 2**floor(log2(2**21 / D))`` in ``[128, 2048]``: 8 MiB float32 blocks (512 at
+    ``D = 4096``; about 33 MiB of temporaries at ``N = 8192, V = 131072``). On accelerators, where each loop
+    iteration costs kernel launches, few large blocks: ``"vocab"`` while its float32 ``dh`` fits in 256 MiB, else
+    ``"split"``, with ``Tc = 8192`` and ``Vc = 2048`` (``"vocab"``) or ``8192``. The platform is that of
+    ``jax.default_device`` or the default backend.
     16-bit inputs multiply in their dtype with float32 accumulation (on CPU, blocks are cast to float32).
 
     ``weight`` is sliced along ``V`` with ``dynamic_slice`` and multiplied with ``dot_general`` in its own layout,

@@ -83,8 +83,10 @@ def _platform() -> str:
     return jax.default_backend()
 
 
-def _choose_schedule(schedule: str, w_dtype: Any, sharded: bool, cpu: bool, dh_bytes: int) -> str:
-    """``schedule="auto"``: see the table in :func:`jxent.linear_softmax_cross_entropy`."""
+def _choose_schedule(schedule: str, w_dtype: Any, sharded: bool, cpu: bool, dh_bytes: int, scalar: bool) -> str:
+    """``schedule="auto"``: see the table in :func:`jxent.linear_softmax_cross_entropy`. ``scalar``: the result is
+    one reduced loss, so the one-pass path can build the gradients in the forward pass; per-token outputs need the
+    token-outer loops (with their own block sizes)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"`schedule` must be one of {SCHEDULES}; got {schedule!r}.")
     if schedule == "one_pass" and sharded:
@@ -95,7 +97,7 @@ def _choose_schedule(schedule: str, w_dtype: Any, sharded: bool, cpu: bool, dh_b
         return "vocab" if dh_bytes <= ACCELERATOR_DH_BUDGET else "split"
     # A float32 weight gradient is its own accumulator, so the token-outer loops need no extra [D, V] buffer.
     if jnp.dtype(w_dtype).itemsize >= 4:
-        return "token" if sharded else "one_pass"
+        return "token" if sharded or not scalar else "one_pass"
     return "split"
 
 
@@ -124,11 +126,13 @@ def make_config(
     group: VocabGroup = LOCAL,
     vocab_axis: int = 1,
     num_heads: int = 1,
+    scalar: bool = True,
 ) -> tuple[FusedConfig, OptionArrays]:
-    """The trace-time configuration and the scalar options (as constants in the accumulation dtype)."""
+    """The trace-time configuration and the scalar options (as constants in the accumulation dtype). ``scalar``:
+    the caller reduces to one loss without other outputs (see :func:`_choose_schedule`)."""
     n = max(num_tokens, 1)
     cpu = _platform() == "cpu"
-    resolved = _choose_schedule(schedule, weight_dtype, group.sharded, cpu, 4 * n * hidden_size)
+    resolved = _choose_schedule(schedule, weight_dtype, group.sharded, cpu, 4 * n * hidden_size, scalar)
     default_tc, default_vc = _default_chunks(resolved, cpu, hidden_size, vocab * num_heads)
     matmul_dtype = functools.reduce(jnp.promote_types, dtypes)
     acc_dtype = _checks.compute_dtype(matmul_dtype)

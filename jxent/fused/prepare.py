@@ -16,7 +16,7 @@ from jxent.fused.group import LOCAL, VocabGroup
 from jxent.fused.kernel import Problem
 from jxent.fused.objective import Head, Labels, Objective
 
-__all__ = ["prepare", "prepare_arguments", "prepare_pair"]
+__all__ = ["is_scalar_loss", "prepare", "prepare_arguments", "prepare_pair"]
 
 
 def prepare(
@@ -35,6 +35,7 @@ def prepare(
     where: Any = None,
     group: VocabGroup = LOCAL,
     objective: Objective | None = None,
+    scalar: bool = True,
 ) -> Problem:
     """Checks the arguments of a one-head objective with integer labels (:class:`CrossEntropy` unless
     ``objective`` is given) and fixes the trace-time configuration. With a sharded ``group``, ``weight``, ``bias``
@@ -58,6 +59,7 @@ def prepare(
         schedule=schedule,
         group=group,
         vocab_axis=vocab_axis,
+        scalar=scalar,
     )
     cw = None if cw is None else jax.lax.stop_gradient(cw.astype(cfg.acc_dtype))
     y = _checks.labels_as_int32(labels.reshape(-1), cfg.global_vocab, options.ignore_index)
@@ -87,7 +89,13 @@ def prepare_arguments(
         where=arguments.get("where"),
         group=group,
         objective=objective,
+        scalar=is_scalar_loss(arguments),
     )
+
+
+def is_scalar_loss(arguments: Mapping[str, Any]) -> bool:
+    """Whether a public function's arguments ask for one reduced loss and nothing per token."""
+    return arguments.get("reduction", "none") != "none" and not arguments.get("return_lse", False)
 
 
 def prepare_pair(arguments: Mapping[str, Any], objective: Objective, group: VocabGroup = LOCAL) -> Problem:
@@ -129,6 +137,7 @@ def prepare_pair(arguments: Mapping[str, Any], objective: Objective, group: Voca
         group=group,
         vocab_axis=vocab_axis,
         num_heads=2,
+        scalar=is_scalar_loss(arguments),
     )
     heads = (
         Head(hidden.reshape(-1, hidden.shape[-1]), weight, bias),

@@ -298,6 +298,7 @@ def sparse_kl_rows(arguments: Mapping[str, Any], group: VocabGroup = LOCAL) -> t
         schedule=arguments["schedule"],
         group=group,
         vocab_axis=vocab_axis,
+        scalar=False,  # per-token outputs: the KL is reduced outside the kernel
     )
     flat = indices.reshape(-1, k).astype(jnp.int32)
     topk = TopK(group.local_labels(flat, vocab), _valid_rows(flat, cfg.global_vocab).astype(cfg.acc_dtype))
