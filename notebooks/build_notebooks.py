@@ -393,8 +393,8 @@ def softmax_cross_entropy() -> list:
 
         $$H(q, p) = -\sum_i q_i \log p_i = -(0.5 \log 0.4 + 0.3 \log 0.4 + 0.2 \log 0.2),$$
 
-        which we evaluate with base-10 logarithms (as the source of this example did), natural logarithms and
-        base-2 logarithms. For reference, the entropy $H(q) = -\sum_i q_i \log q_i$ is the smallest cross-entropy
+        which we evaluate in three bases: base-10 logarithms (as some textbook versions of this example do), natural
+        logarithms (nats, what jxent returns) and base-2 logarithms (bits). For reference, the entropy $H(q) = -\sum_i q_i \log q_i$ is the smallest cross-entropy
         any prediction can reach (notebook 4 shows $H(q, p) = H(q) + \mathrm{KL}(q \,\|\, p)$).
         """),
         code(r"""

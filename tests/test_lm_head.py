@@ -423,6 +423,10 @@ def test_a_frozen_teacher_gets_no_gradient_work():
         g_both = jax.grad(both, argnums=(0, 1, 2, 3))(h, w, th, tw)
         for a, r in zip(g_frozen, g_both[:2], strict=True):
             np.testing.assert_array_equal(a, r)
+        # and the other way round: a frozen student (the first head), gradients for the teacher only
+        g_teacher = jax.grad(lambda th, tw, f=both: f(*jax.lax.stop_gradient((h, w)), th, tw), argnums=(0, 1))(th, tw)
+        for a, r in zip(g_teacher, g_both[2:], strict=True):
+            np.testing.assert_array_equal(a, r)
         dots = lambda f, *a: jax.jit(jax.grad(f, argnums=(0, 1))).lower(*a).as_text().count("dot_general")
         assert dots(frozen, h, w) < jax.jit(jax.grad(both, argnums=(0, 1, 2, 3))).lower(h, w, th, tw).as_text().count(
             "dot_general"

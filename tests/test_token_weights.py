@@ -118,3 +118,13 @@ def test_row_weight_errors():
         jxent.linear_softmax_cross_entropy(h, w, y, where=jnp.ones((N,)))
     with pytest.raises(TypeError, match="token_weight"):
         jxent.linear_softmax_cross_entropy(h, w, y, token_weight=jnp.ones((N,), jnp.int32))
+
+
+def test_weight_keyword_points_to_class_weight():
+    """Per-class weights are `weight=` in the dense functions; in the fused one `weight` is the output matrix."""
+    h, w, y, cw, *_ = _data()
+    with pytest.raises(TypeError, match="per-class weights are `class_weight=`"):
+        jxent.linear_softmax_cross_entropy(h, w, y, weight=cw)
+    # keyword use of the matrix itself still works
+    by_keyword = jxent.linear_softmax_cross_entropy(hidden=h, weight=w, labels=jnp.where(y < 0, 0, y))
+    assert np.isfinite(by_keyword)

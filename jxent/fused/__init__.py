@@ -14,7 +14,9 @@ Reference: Wijmans et al., `Cut Your Losses in Large-Vocabulary Language Models
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 
@@ -23,6 +25,25 @@ from jxent.fused.kernel import compute
 from jxent.fused.prepare import prepare_arguments
 from jxent.fused.sparse_distillation import linear_sparse_kl_divergence
 from jxent.fused.token_statistics import TokenStatistics, linear_token_statistics
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _points_to_class_weight(fn: _F) -> _F:
+    """``weight=`` given by keyword besides the positional output matrix (per-class weights, as the dense functions
+    call them) raises a ``TypeError`` that names ``class_weight=`` instead of Python's "multiple values"."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if "weight" in kwargs and len(args) >= 2:
+            raise TypeError(
+                f"{fn.__name__}() got `weight=` besides the positional output matrix. Here `weight` is the [D, V] "
+                "output matrix (the second positional argument); per-class weights are `class_weight=`."
+            )
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
 
 __all__ = [
     "TokenStatistics",
@@ -34,6 +55,7 @@ __all__ = [
 ]
 
 
+@_points_to_class_weight
 def linear_softmax_cross_entropy(
     hidden: Any,
     weight: Any,

@@ -174,10 +174,10 @@ def _fused_total_fwd(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arra
         for hd, (dh, dw, db), wanted in zip(heads, grads, want, strict=True)
     )
     dtypes = tuple(jnp.zeros((0,), hd.hidden.dtype) for hd in heads)  # the hidden states' dtypes, as empty arrays
-    return (jnp.sum(outs[0]), jnp.sum(outs[-1])), (grads, dtypes, heads_meta(heads), ctx, cls, rw, arrays)
+    return (jnp.sum(outs[0]), jnp.sum(outs[-1])), (grads, dtypes, _heads_meta(heads), ctx, cls, rw, arrays)
 
 
-def heads_meta(heads: tuple[Head, ...]) -> tuple:
+def _heads_meta(heads: tuple[Head, ...]) -> tuple:
     """Empty arrays of each head's weight and bias dtypes (kept instead of the arrays themselves)."""
     return tuple(
         (jnp.zeros((0,), hd.weight.dtype), None if hd.bias is None else jnp.zeros((0,), hd.bias.dtype)) for hd in heads

@@ -102,12 +102,12 @@ def _zero_grads(cfg: FusedConfig, heads: Heads, dh: bool, dw: bool, want: tuple[
     """Per head: ``(dh, dW, db)`` accumulators (empty where not wanted, and for heads that need no gradient)."""
     out = []
     for hd, wanted in zip(heads, want, strict=True):
-        dh, dw = dh and wanted, dw and wanted
+        with_dh, with_dw = dh and wanted, dw and wanted
         out.append(
             (
-                jnp.zeros(hd.hidden.shape if dh else (0, 0), cfg.acc_dtype),
-                jnp.zeros(hd.weight.shape if dw else (0, 0), cfg.acc_dtype),
-                jnp.zeros((cfg.vocab,) if (dw and hd.bias is not None) else (0,), cfg.acc_dtype),
+                jnp.zeros(hd.hidden.shape if with_dh else (0, 0), cfg.acc_dtype),
+                jnp.zeros(hd.weight.shape if with_dw else (0, 0), cfg.acc_dtype),
+                jnp.zeros((cfg.vocab,) if (with_dw and hd.bias is not None) else (0,), cfg.acc_dtype),
             )
         )
     return tuple(out)
