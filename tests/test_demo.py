@@ -87,3 +87,21 @@ def test_demo_help(demo, capsys):
     text = capsys.readouterr().out
     for option in ("--epochs", "--seed", "--out", "--fast"):
         assert option in text
+
+
+def test_demo_help_imports_nothing_heavy():
+    """`python examples/train_demo.py --help` answers before JAX, Flax or scikit-learn are imported."""
+    import subprocess
+
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['train_demo.py', '--help']\n"
+        f"try: runpy.run_path({str(DEMO)!r}, run_name='__main__')\n"
+        "except SystemExit: pass\n"
+        "heavy = [m for m in ('jax', 'flax', 'sklearn') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "--epochs" in out.stdout and out.stdout.strip().endswith("ok")
