@@ -342,8 +342,11 @@ def plot_curves(runs: Sequence[Run], path: Path) -> None:
             ax.grid(alpha=0.3)
             if key != "test_accuracy":
                 ax.set_yscale("log")
-            else:
-                ax.set_ylim(0.6, 1.0)  # the first epoch or two may start below
+            else:  # from the lowest accuracy or recall of any epoch, so that no curve starts below the axis
+                keys = ("test_accuracy", "test_recall_pos")
+                curves = [r.history[k] for r in runs if r.data.name == name for k in keys if k in r.history]
+                lowest = min(min(c) for c in curves)
+                ax.set_ylim(max(0.0, float(np.floor(lowest * 20) / 20)), 1.0)
         axes[row, -1].legend(fontsize=8, loc="lower right")
     fig.suptitle("jxent losses in a Flax/Optax training loop", fontsize=12)
     fig.tight_layout()
