@@ -260,6 +260,15 @@ def sigmoid_binary_cross_entropy(
 
     References:
       Goodfellow, Bengio and Courville, `Deep Learning <https://www.deeplearningbook.org/>`_, 2016, §6.2.2.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> logits = jnp.array([2.0, -1.0, 0.0])
+      >>> labels = jnp.array([1.0, 0.0, 1.0])
+      >>> print(np.asarray(jxent.sigmoid_binary_cross_entropy(logits, labels)).round(4))
+      [0.1269 0.3133 0.6931]
+      >>> print(np.asarray(jxent.sigmoid_binary_cross_entropy(logits, labels, pos_weight=3.0)).round(4))
+      [0.3808 0.3133 2.0794]
     """
     logits = _checks.as_float_array(logits, "logits")
     _checks.check_scalar_range(label_smoothing, "label_smoothing", low=0.0, high=1.0)

@@ -256,6 +256,16 @@ def softmax_cross_entropy_with_integer_labels(
     References:
       Müller, Kornblith and Hinton, `When does label smoothing help? <https://arxiv.org/abs/1906.02629>`_, 2019.
       Chowdhery et al., `PaLM <https://arxiv.org/abs/2204.02311>`_, 2022 (z-loss).
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+      >>> print(np.asarray(jxent.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0, 1]))).round(4))
+      [0.1698 0.5514]
+      >>> y = jnp.array([0, -100])
+      >>> loss = jxent.softmax_cross_entropy_with_integer_labels(logits, y, ignore_index=-100, reduction='mean')
+      >>> round(float(loss), 4)
+      0.1698
     """
     options = CrossEntropyOptions.pick(locals())
     rows = prepare_rows(logits, axis=axis, where=where, options=options)
@@ -309,6 +319,15 @@ def softmax_cross_entropy(
     Returns:
       Losses ``[...]`` in float32 (float64 for float64 logits), or a scalar when reduced. ``weight``,
       ``label_smoothing``, ``z_loss``, ``soft_cap`` and ``temperature`` are constants (no gradient).
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> logits = jnp.array([[2.0, 0.0, -1.0]])
+      >>> print(np.asarray(jxent.softmax_cross_entropy(logits, jnp.array([[1.0, 0.0, 0.0]]))).round(4))
+      [0.1698]
+      >>> soft = jnp.array([[0.5, 0.5, 0.0]])
+      >>> print(np.asarray(jxent.softmax_cross_entropy(logits, soft, label_smoothing=0.1)).round(4))
+      [1.2365]
     """
     options = CrossEntropyOptions.pick(locals())
     rows = prepare_rows(logits, axis=axis, where=where, options=options)

@@ -225,6 +225,12 @@ def sigmoid_focal_loss(
 
     References:
       Lin et al., `Focal Loss for Dense Object Detection <https://arxiv.org/abs/1708.02002>`_, 2017.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> logits, labels = jnp.array([2.0, -1.0]), jnp.array([1.0, 1.0])
+      >>> print(np.asarray(jxent.sigmoid_focal_loss(logits, labels, gamma=2.0)).round(4))
+      [0.0018 0.7019]
     """
     logits = _checks.as_float_array(logits, "logits")
     _check_gamma_alpha(gamma, alpha)
@@ -301,6 +307,12 @@ def softmax_focal_loss(
 
     References:
       Lin et al., `Focal Loss for Dense Object Detection <https://arxiv.org/abs/1708.02002>`_, 2017.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> logits = jnp.array([[2.0, 0.0, -1.0]])
+      >>> print(np.asarray(jxent.softmax_focal_loss(logits, jnp.array([0]), gamma=2.0)).round(4))
+      [0.0041]
     """
     _check_gamma_alpha(gamma, alpha)
     CrossEntropyOptions(label_smoothing=label_smoothing, reduction=reduction, ignore_index=ignore_index)

@@ -93,6 +93,11 @@ def categorical_cross_entropy(
     Returns:
       Losses ``[...]`` in nats (float32 for 16-bit inputs), or a scalar when reduced. Uses
       :func:`clamped_log`, so the loss is at most ``100 * sum(q)``.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> print(np.asarray(jxent.categorical_cross_entropy(jnp.array([[0.7, 0.2, 0.1]]), jnp.array([0]))).round(4))
+      [0.3567]
     """
     probabilities = _checks.as_float_array(probabilities, "probabilities")
     _checks.check_scalar_range(label_smoothing, "label_smoothing", low=0.0, high=1.0)
@@ -148,6 +153,11 @@ def binary_cross_entropy(
 
     Returns:
       Elementwise losses in float32 (float64 for float64 inputs), or a scalar when reduced.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> print(np.asarray(jxent.binary_cross_entropy(jnp.array([0.9, 0.2]), jnp.array([1.0, 0.0]))).round(4))
+      [0.1054 0.2231]
     """
     probabilities = _checks.as_float_array(probabilities, "probabilities")
     _checks.check_scalar_range(label_smoothing, "label_smoothing", low=0.0, high=1.0)

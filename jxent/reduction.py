@@ -31,6 +31,12 @@ def reduce_loss(losses: Any, *, weights: Any = None, reduction: str = "none") ->
     Returns:
       ``losses``, ``sum(losses)`` or ``sum(losses) / sum(weights)``. A batch of total weight 0 gives 0 with a
       zero gradient (``torch`` gives NaN).
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> losses = jnp.array([1.0, 2.0, 0.0])
+      >>> float(jxent.reduce_loss(losses, weights=jnp.array([1.0, 1.0, 0.0]), reduction='mean'))
+      1.5
     """
     _checks.check_reduction(reduction)
     losses = jnp.asarray(losses)

@@ -45,6 +45,12 @@ def poly_loss_cross_entropy(
 
     References:
       Leng et al., `PolyLoss <https://arxiv.org/abs/2204.12511>`_, 2022.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> logits, labels = jnp.array([[2.0, 0.0]]), jnp.array([[1.0, 0.0]])
+      >>> print(np.asarray(jxent.poly_loss_cross_entropy(logits, labels, epsilon=1.0)).round(4))
+      [0.2461]
     """
     options = CrossEntropyOptions(reduction=reduction, ignore_index=ignore_index)
     rows = prepare_rows(logits, axis=axis, where=where)
@@ -86,6 +92,11 @@ def generalized_cross_entropy(
     References:
       Zhang and Sabuncu, `Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels
       <https://arxiv.org/abs/1805.07836>`_, 2018.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> print(np.asarray(jxent.generalized_cross_entropy(jnp.array([[2.0, 0.0]]), jnp.array([0]), q=0.7)).round(4))
+      [0.1215]
     """
     _checks.check_scalar_range(q, "q", low=0.0, high=1.0, low_open=True)
     CrossEntropyOptions(reduction=reduction, ignore_index=ignore_index)

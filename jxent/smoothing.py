@@ -32,6 +32,11 @@ def smooth_labels(
 
     References:
       Müller, Kornblith and Hinton, `When does label smoothing help? <https://arxiv.org/abs/1906.02629>`_, 2019.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> print(np.asarray(jxent.smooth_labels(jnp.array([[0.0, 1.0, 0.0, 0.0]]), 0.2)).round(4))
+      [[0.05 0.85 0.05 0.05]]
     """
     labels = _checks.as_float_array(labels, "labels")
     _checks.check_scalar_range(alpha, "alpha", low=0.0, high=1.0)
@@ -47,7 +52,13 @@ def smooth_labels(
 
 
 def smooth_binary_labels(labels: Any, alpha: Any) -> jax.Array:
-    """Binary label smoothing (Keras): :math:`y (1 - \\alpha) + \\alpha / 2`, pulling 0/1 towards 1/2."""
+    """Binary label smoothing (Keras): :math:`y (1 - \\alpha) + \\alpha / 2`, pulling 0/1 towards 1/2.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> print(np.asarray(jxent.smooth_binary_labels(jnp.array([0.0, 1.0]), 0.2)).round(4))
+      [0.1 0.9]
+    """
     labels = _checks.as_float_array(labels, "labels")
     _checks.check_scalar_range(alpha, "alpha", low=0.0, high=1.0)
     return labels * (1.0 - alpha) + 0.5 * alpha

@@ -89,6 +89,11 @@ def logsumexp(
     References:
       Blanchard, Higham and Higham, `Accurately computing the log-sum-exp and softmax functions
       <https://doi.org/10.1093/imanum/draa038>`_, 2021.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> round(float(jxent.logsumexp(jnp.array([1000.0, 1000.0]))), 4)
+      1000.6932
     """
     out, layout, x = _apply_last(logsumexp_last, x, axis, where, "x")
     out = out.astype(x.dtype)
@@ -108,6 +113,11 @@ def softmax(x: Any, axis: _axes.Axis | None = -1, *, where: Any = None) -> jax.A
     Returns:
       Probabilities with ``x``'s shape and dtype; all zeros on rows with no present entry, uniform over the
       ``+inf`` entries of a row that has some. Jacobian: ``diag(p) - p p^T``.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> print(np.asarray(jxent.softmax(jnp.array([0.0, 1.0, -jnp.inf]))).round(4))
+      [0.2689 0.7311 0.    ]
     """
     out, layout, x = _apply_last(softmax_last, x, axis, where, "x")
     return layout.from_last(out, x.shape).astype(x.dtype)
@@ -123,6 +133,11 @@ def log_softmax(x: Any, axis: _axes.Axis | None = -1, *, where: Any = None) -> j
 
     Returns:
       Log-probabilities with ``x``'s shape and dtype. Jacobian: ``I - 1 p^T``; zero rows at ``-inf`` outputs.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> print(np.asarray(jxent.log_softmax(jnp.array([0.0, 1.0, -jnp.inf]))).round(4))
+      [-1.3133 -0.3133    -inf]
     """
     out, layout, x = _apply_last(log_softmax_last, x, axis, where, "x")
     return layout.from_last(out, x.shape).astype(x.dtype)
@@ -141,6 +156,11 @@ def soft_cap(logits: Any, cap: Any) -> jax.Array:
     References:
       Gemma Team, `Gemma 2: Improving Open Language Models at a Practical Size
       <https://arxiv.org/abs/2408.00118>`_, 2024.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> print(np.asarray(jxent.soft_cap(jnp.array([0.5, 30.0, -jnp.inf]), 10.0)).round(4))
+      [0.4996 9.9505   -inf]
     """
     logits = _checks.as_float_array(logits, "logits")
     _checks.check_scalar_range(cap, "soft_cap", low=0.0, low_open=True)

@@ -169,6 +169,17 @@ def linear_softmax_cross_entropy(
     References:
       Wijmans et al., `Cut Your Losses in Large-Vocabulary Language Models <https://arxiv.org/abs/2411.09009>`_,
       2024.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> hidden = jnp.array([[1.0, 0.0], [0.0, 2.0]])
+      >>> weight = jnp.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+      >>> labels = jnp.array([0, 1])
+      >>> fused = jxent.linear_softmax_cross_entropy(hidden, weight, labels)
+      >>> logits = hidden @ weight
+      >>> dense = jxent.softmax_cross_entropy_with_integer_labels(logits, labels, reduction='mean')
+      >>> bool(jnp.allclose(fused, dense))
+      True
     """
     loss, rest = compute(prepare_arguments(locals()), reduction, outputs=return_lse)
     return (loss, rest[0]) if return_lse else loss
