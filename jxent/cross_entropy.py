@@ -349,5 +349,11 @@ def safe_softmax_cross_entropy(logits: Any, labels: Any, **options: Any) -> jax.
     optax's safe variant exists because its plain one gives NaN for ``-inf`` logits with zero labels; jxent's
     :func:`softmax_cross_entropy` already takes ``0 log 0 = 0`` there (with zero gradients), so this is the same
     function. Keyword ``options`` are those of :func:`softmax_cross_entropy`.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jxent
+      >>> logits = jnp.array([[0.0, -jnp.inf]])
+      >>> print(np.asarray(jxent.safe_softmax_cross_entropy(logits, jnp.array([[1.0, 0.0]]))))
+      [0.]
     """
     return softmax_cross_entropy(logits, labels, **options)

@@ -259,7 +259,14 @@ def convex_kl_divergence(
     *,
     reduction: str = "none",
 ) -> jax.Array:
-    """:func:`generalized_kl_divergence` under optax's older name (deprecated there)."""
+    """:func:`generalized_kl_divergence` under optax's older name (deprecated there).
+
+    Examples:
+      >>> import jax.numpy as jnp, jxent
+      >>> log_q, t = jnp.log(jnp.array([0.5, 0.7])), jnp.array([0.9, 0.1])
+      >>> bool(jxent.convex_kl_divergence(log_q, t) == jxent.generalized_kl_divergence(log_q, t))
+      True
+    """
     return generalized_kl_divergence(log_predictions, targets, axis, where, reduction=reduction)
 
 

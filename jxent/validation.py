@@ -31,6 +31,16 @@ def check_labels(labels: Any, num_classes: int, *, ignore_index: int | None = No
       labels: Integer labels of any shape.
       num_classes: Number of classes.
       ignore_index: Label value that is allowed besides the valid classes.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.experimental import checkify
+      >>> def total(labels):
+      ...     jxent.check_labels(labels, 3)
+      ...     return labels.sum()
+      >>> err, _ = checkify.checkify(jax.jit(total))(jnp.array([0, 5]))
+      >>> print(err.get())
+      label 5 at position [1] of `labels` (shape (2,)) is outside [0, 3) (`check` failed)
     """
     labels = _checks.as_int_array(labels, "labels")
     _checks.check_ignore_index(ignore_index)
@@ -57,6 +67,15 @@ def validate_labels(labels: Any, num_classes: int, *, ignore_index: int | None =
 
     Works on concrete arrays and on traced ones inside ``jit`` only through ``checkify``; use :func:`check_labels`
     there. ``-1`` is out of range unless it is ``ignore_index``.
+
+    Examples:
+      >>> import jax.numpy as jnp, jxent
+      >>> jxent.validate_labels(jnp.array([0, 2, -100]), 3, ignore_index=-100)  # fine: returns None
+      >>> try:
+      ...     jxent.validate_labels(jnp.array([0, 3, 1]), 3)
+      ... except Exception as e:
+      ...     print(str(e).splitlines()[0])
+      label 3 at position [1] of `labels` (shape (3,)) is outside [0, 3) (`check` failed)
     """
     checked = checkify.checkify(jax.jit(check_labels, static_argnames=("num_classes", "ignore_index")))
     err, _ = checked(labels, num_classes=num_classes, ignore_index=ignore_index)

@@ -54,6 +54,14 @@ class TokenStatistics(NamedTuple):
       entropy: :math:`H = -\\sum_c p_c \\log p_c` (float32).
       logsumexp: :math:`\\log \\sum_c e^{z_c}` (float32).
       argmax: The most likely class (int32; the first on ties), so token accuracy is ``argmax == labels``.
+
+    Examples:
+      >>> import jax.numpy as jnp, jxent
+      >>> stats = jxent.linear_token_statistics(jnp.eye(2), jnp.array([[3.0, 0.0], [0.0, 1.0]]), jnp.array([0, 0]))
+      >>> stats._fields
+      ('log_prob', 'entropy', 'logsumexp', 'argmax')
+      >>> stats.argmax
+      Array([0, 1], dtype=int32)
     """
 
     log_prob: jax.Array
