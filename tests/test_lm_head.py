@@ -7,6 +7,9 @@ the heads nearly agree, finite values and gradients at logits of magnitude 1e4) 
 """
 
 import functools
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -431,3 +434,27 @@ def test_a_frozen_teacher_gets_no_gradient_work():
         assert dots(frozen, h, w) < jax.jit(jax.grad(both, argnums=(0, 1, 2, 3))).lower(h, w, th, tw).as_text().count(
             "dot_general"
         )
+
+
+def test_sharded_forms_work_outside_jit():
+    """Outside ``jit``, ``shard_map`` does not support a plain call of a ``custom_vjp`` with ``symbolic_zeros``
+    (``NotImplementedError``): the sharded forms use the kernel without it. Run in a fresh process with one
+    device, as a user without a cluster would."""
+    code = """
+import jax, jax.numpy as jnp, jxent
+mesh = jax.make_mesh((len(jax.devices()),), ("vocab",))
+h, w = jnp.array([[1.0, 0.0], [0.0, 2.0]]), jnp.linspace(-1.0, 1.0, 16).reshape(2, 8)
+y = jnp.array([0, 5])
+for name, f in (
+    ("ce", lambda h, w: jxent.sharded_linear_softmax_cross_entropy(h, w, y, mesh=mesh, vocab_axis="vocab")),
+    ("kl", lambda h, w: jxent.sharded_linear_kl_divergence(h, w, 2 * h, w, mesh=mesh, vocab_axis="vocab")),
+):
+    value = f(h, w)  # a plain call, no transformation
+    grads = jax.grad(f, argnums=(0, 1))(h, w)
+    print(name, bool(jnp.isfinite(value)), all(bool(jnp.all(jnp.isfinite(g))) for g in grads))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["ce", "True", "True", "kl", "True", "True"], out.stdout

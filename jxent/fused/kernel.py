@@ -32,7 +32,7 @@ from jxent.fused.objective import Head, Objective
 from jxent.fused.schedules import forward, gradients, one_pass
 from jxent.reduction import reduce_loss, safe_divide
 
-__all__ = ["Problem", "compute", "fused_rows", "fused_total", "per_row"]
+__all__ = ["Problem", "compute", "fused_rows", "fused_rows_every_head", "fused_total", "per_row"]
 
 
 class Problem(NamedTuple):
@@ -113,23 +113,19 @@ def _head_cotangents(heads: tuple[Head, ...], grads: tuple) -> tuple[Head | None
     return tuple(out)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def fused_rows(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays: OptionArrays):
-    """The objective's per-row outputs (the first weighted by ``rw``), then each row's weight in ``"mean"``.
-    Gradients flow from the cotangents of the outputs."""
+def _rows(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays: OptionArrays):
+    """The objective's per-row outputs (the first weighted by ``rw``), then each row's weight in ``"mean"``."""
     return _outputs(obj, forward(cfg, obj, arrays, heads, ctx, cls), rw)
 
 
-def _fused_rows_fwd(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays: OptionArrays):
-    want = _wanted(heads)
-    heads, ctx, cls, rw, arrays = _unwrap((heads, ctx, cls, rw, arrays))
+def _rows_fwd(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays: OptionArrays, want: tuple[bool, ...]):
     done = forward(cfg, obj, arrays, heads, ctx, cls)
     # which heads need a gradient, carried as the structure of the residuals (an array or None per head)
     marks = tuple(jnp.zeros(()) if w else None for w in want)
     return _outputs(obj, done, rw), (heads, done, cls, rw, arrays, ctx, marks)
 
 
-def _fused_rows_bwd(cfg: FusedConfig, obj: Objective, res, cts):
+def _rows_bwd(cfg: FusedConfig, obj: Objective, res, cts):
     heads, done, cls, rw, arrays, ctx, marks = res
     want = tuple(m is not None for m in marks)
     ct_loss, *rest = (_instantiate(c) for c in cts[:-1])
@@ -140,7 +136,29 @@ def _fused_rows_bwd(cfg: FusedConfig, obj: Objective, res, cts):
     return _head_cotangents(heads, grads), *_no_cotangents(ctx, cls, rw, arrays)
 
 
-fused_rows.defvjp(_fused_rows_fwd, _fused_rows_bwd, symbolic_zeros=True)
+fused_rows = jax.custom_vjp(_rows, nondiff_argnums=(0, 1))
+"""Per-row outputs with gradients from their cotangents; with ``symbolic_zeros``, a head none of whose inputs is
+differentiated gets no gradient work. JAX does not support ``symbolic_zeros`` inside ``shard_map`` outside ``jit``,
+so the vocabulary-sharded losses use :data:`fused_rows_every_head`."""
+
+
+def _rows_fwd_wanted(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays):
+    want = _wanted(heads)
+    heads, ctx, cls, rw, arrays = _unwrap((heads, ctx, cls, rw, arrays))
+    return _rows_fwd(cfg, obj, heads, ctx, cls, rw, arrays, want)
+
+
+fused_rows.defvjp(_rows_fwd_wanted, _rows_bwd, symbolic_zeros=True)
+
+fused_rows_every_head = jax.custom_vjp(_rows, nondiff_argnums=(0, 1))
+""":data:`fused_rows` without ``symbolic_zeros``: every head gets its gradient."""
+
+
+def _rows_fwd_every_head(cfg: FusedConfig, obj: Objective, heads, ctx, cls, rw, arrays):
+    return _rows_fwd(cfg, obj, heads, ctx, cls, rw, arrays, (True,) * len(heads))
+
+
+fused_rows_every_head.defvjp(_rows_fwd_every_head, _rows_bwd)
 
 
 def _unit_coefficients(cfg: FusedConfig, obj: Objective, rw: jax.Array | None):
@@ -210,7 +228,8 @@ def per_row(p: Problem) -> tuple[jax.Array, ...]:
     """The objective's outputs, then the row weights in ``"mean"`` (no gradient), each of the batch shape."""
     if math.prod(p.batch_shape) == 0:
         return (*p.objective.empty(p.cfg, p.batch_shape), jnp.zeros(p.batch_shape, p.cfg.acc_dtype))
-    outs = fused_rows(p.cfg, p.objective, p.heads, p.ctx, p.cls, p.row_weight, p.arrays)
+    kernel = fused_rows_every_head if p.cfg.sharded else fused_rows
+    outs = kernel(p.cfg, p.objective, p.heads, p.ctx, p.cls, p.row_weight, p.arrays)
     *values, weight = (x.reshape(p.batch_shape + x.shape[1:]) for x in outs)
     return (*values, jax.lax.stop_gradient(weight))
 
