@@ -7,8 +7,10 @@ schedule recomputes the blocks and accumulates ``dh``, ``dW`` and ``db`` of ever
 For ``"mean"``/``"sum"`` on the ``"one_pass"`` schedule the cotangent is one scalar, so the gradients for a unit
 cotangent are built in the forward pass instead (:func:`fused_total`).
 
-Both rules use ``symbolic_zeros``: a head none of whose inputs is differentiated (a teacher under
-``stop_gradient``) gets no ``dh``/``dW`` at all, neither accumulated nor multiplied.
+On one device both rules use ``symbolic_zeros``: a head none of whose inputs is differentiated (a teacher under
+``stop_gradient``) gets no ``dh``/``dW`` at all, neither accumulated nor multiplied. The vocabulary-sharded forms
+run the same rules without it (:data:`fused_rows_every_head`): JAX does not support it in ``shard_map`` outside
+``jit``.
 
 Row weights (``token_weight`` and ``where``) are applied here for every objective: the loss of a row is multiplied
 by its weight, so is its weight in ``"mean"`` and the cotangent of its loss; a row of weight 0 gives exactly 0 and a
