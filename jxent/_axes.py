@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 Axis = int | Sequence[int]
 
@@ -78,7 +79,7 @@ def class_layout(axis: Axis | None, ndim: int, name: str = "logits") -> ClassLay
     return ClassLayout(ndim, class_axes, batch_axes)
 
 
-def expand_where(where: jax.Array | None, layout: ClassLayout, logits_shape: Sequence[int]):
+def expand_where(where: ArrayLike | None, layout: ClassLayout, logits_shape: Sequence[int]):
     """A ``where`` mask given over the batch shape is broadcast over the class axes (optax's rule)."""
     if where is None:
         return None

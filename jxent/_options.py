@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jxent import _checks
+from jxent._typing import Reduction
 
 __all__ = ["CrossEntropyOptions", "OptionArrays", "is_zero"]
 
@@ -61,7 +62,7 @@ class CrossEntropyOptions:
     z_loss: Any = 0.0
     soft_cap: Any = None
     temperature: Any = 1.0
-    reduction: str = "none"
+    reduction: Reduction = "none"
     ignore_index: int | None = None
 
     def __post_init__(self) -> None:

@@ -9,8 +9,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
+from jax.typing import ArrayLike
 
 from jxent import _checks
+from jxent._typing import Reduction
 from jxent.reduction import reduce_loss
 
 __all__ = ["sigmoid_binary_cross_entropy"]
@@ -204,7 +206,7 @@ def zero_masked(where: Any, *arrays: jax.Array) -> tuple[jax.Array, ...]:
 
 
 def apply_mask_and_reduce(
-    losses: jax.Array, *, weight: Any, where: Any, reduction: str, name: str = "logits"
+    losses: jax.Array, *, weight: Any, where: Any, reduction: Reduction, name: str = "logits"
 ) -> jax.Array:
     """Element weights, ``where`` mask (masked elements give 0) and the reduction of elementwise losses.
 
@@ -227,14 +229,14 @@ def apply_mask_and_reduce(
 
 
 def sigmoid_binary_cross_entropy(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     *,
-    pos_weight: Any = None,
-    weight: Any = None,
-    label_smoothing: Any = 0.0,
-    where: Any = None,
-    reduction: str = "none",
+    pos_weight: ArrayLike | None = None,
+    weight: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    where: ArrayLike | None = None,
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Elementwise sigmoid cross-entropy: :math:`-[w_+ y \\log\\sigma(x) + (1-y)\\log(1-\\sigma(x))]`.
 

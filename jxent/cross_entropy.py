@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
+from jax.typing import ArrayLike
 
 from jxent import _axes, _checks
 from jxent._options import CrossEntropyOptions
@@ -54,6 +55,7 @@ from jxent._targets import (
     probability_labels,
     probability_weights,
 )
+from jxent._typing import Reduction
 from jxent.reduction import reduce_loss
 
 __all__ = [
@@ -204,18 +206,18 @@ def _integer_loss(rows: Rows, labels: jax.Array, weight: Any, options: CrossEntr
 
 
 def softmax_cross_entropy_with_integer_labels(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     axis: _axes.Axis = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     *,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: Any = 0.0,
-    z_loss: Any = 0.0,
-    soft_cap: Any = None,
-    temperature: Any = 1.0,
-    reduction: str = "none",
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Softmax cross-entropy with integer class labels: :math:`\\mathrm{lse}(z) - z_y`.
 
@@ -279,18 +281,18 @@ def softmax_cross_entropy_with_integer_labels(
 
 
 def softmax_cross_entropy(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     axis: _axes.Axis | None = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     *,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: Any = 0.0,
-    z_loss: Any = 0.0,
-    soft_cap: Any = None,
-    temperature: Any = 1.0,
-    reduction: str = "none",
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Softmax cross-entropy with probability labels: :math:`-\\sum_c t_c \\log \\mathrm{softmax}(z)_c`.
 
@@ -343,7 +345,7 @@ def softmax_cross_entropy(
     return reduce_loss(losses, weights=counted.astype(rows.z.dtype), reduction=reduction)
 
 
-def safe_softmax_cross_entropy(logits: Any, labels: Any, **options: Any) -> jax.Array:
+def safe_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, **options: Any) -> jax.Array:
     """:func:`softmax_cross_entropy` under the name of :func:`optax.losses.safe_softmax_cross_entropy`.
 
     optax's safe variant exists because its plain one gives NaN for ``-inf`` logits with zero labels; jxent's

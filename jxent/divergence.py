@@ -15,8 +15,10 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 from jax.scipy.special import xlogy
+from jax.typing import ArrayLike
 
 from jxent import _axes, _checks
+from jxent._typing import Reduction
 from jxent.reduction import reduce_loss
 
 __all__ = [
@@ -30,7 +32,7 @@ __all__ = [
 
 
 def _sum_classes(
-    elementwise: jax.Array, layout: _axes.ClassLayout, mask: jax.Array | None, reduction: str
+    elementwise: jax.Array, layout: _axes.ClassLayout, mask: jax.Array | None, reduction: Reduction
 ) -> jax.Array:
     """Sums over the class axes (``where=False`` entries left out) and applies the reduction over examples."""
     if mask is not None:
@@ -174,12 +176,12 @@ _kl_rows.defjvp(_kl_rows_jvp, symbolic_zeros=True)
 
 
 def kl_divergence(
-    log_predictions: Any,
-    targets: Any,
+    log_predictions: ArrayLike,
+    targets: ArrayLike,
     axis: _axes.Axis | None = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     *,
-    reduction: str = "none",
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Kullback-Leibler divergence :math:`\\mathrm{KL}(t \\,\\|\\, q) = \\sum_c t_c (\\log t_c - \\log q_c)`.
 
@@ -212,12 +214,12 @@ def kl_divergence(
 
 
 def generalized_kl_divergence(
-    log_predictions: Any,
-    targets: Any,
+    log_predictions: ArrayLike,
+    targets: ArrayLike,
     axis: _axes.Axis | None = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     *,
-    reduction: str = "none",
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Generalized KL divergence :math:`\\sum_c t_c (\\log t_c - \\log q_c) - t_c + q_c` of unnormalised measures.
 
@@ -252,12 +254,12 @@ def generalized_kl_divergence(
 
 
 def convex_kl_divergence(
-    log_predictions: Any,
-    targets: Any,
+    log_predictions: ArrayLike,
+    targets: ArrayLike,
     axis: _axes.Axis | None = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     *,
-    reduction: str = "none",
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """:func:`generalized_kl_divergence` under optax's older name (deprecated there).
 
@@ -271,12 +273,12 @@ def convex_kl_divergence(
 
 
 def kl_divergence_with_log_targets(
-    log_predictions: Any,
-    log_targets: Any,
+    log_predictions: ArrayLike,
+    log_targets: ArrayLike,
     axis: _axes.Axis | None = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     *,
-    reduction: str = "none",
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """:math:`\\mathrm{KL}(t \\,\\|\\, q) = \\sum_c e^{\\log t_c} (\\log t_c - \\log q_c)`, targets in log space.
 
@@ -299,11 +301,11 @@ def kl_divergence_with_log_targets(
 
 
 def entropy(
-    probabilities: Any,
+    probabilities: ArrayLike,
     axis: _axes.Axis | None = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     *,
-    reduction: str = "none",
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Shannon entropy :math:`H(p) = -\\sum_c p_c \\log p_c` (nats), with :math:`0 \\log 0 = 0`.
 
@@ -325,12 +327,12 @@ def entropy(
 
 
 def js_divergence(
-    p: Any,
-    q: Any,
+    p: ArrayLike,
+    q: ArrayLike,
     axis: _axes.Axis | None = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     *,
-    reduction: str = "none",
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Jensen-Shannon divergence :math:`\\tfrac12 \\mathrm{KL}(p\\|m) + \\tfrac12 \\mathrm{KL}(q\\|m)`,
     :math:`m = (p + q)/2`, of two probability vectors (nats; bounded by :math:`\\log 2`).

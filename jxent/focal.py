@@ -16,10 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
+from jax.typing import ArrayLike
 
 from jxent import _checks
 from jxent._options import CrossEntropyOptions, is_zero
 from jxent._targets import class_weight_vector, make_targets, prepare_rows
+from jxent._typing import Reduction
 from jxent.binary import (
     apply_mask_and_reduce,
     bce_value,
@@ -191,14 +193,14 @@ def _integer_power(gamma: Any) -> int | None:
 
 
 def sigmoid_focal_loss(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     *,
-    alpha: Any = None,
-    gamma: Any = 2.0,
-    weight: Any = None,
-    where: Any = None,
-    reduction: str = "none",
+    alpha: ArrayLike | None = None,
+    gamma: ArrayLike = 2.0,
+    weight: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Sigmoid focal loss: :math:`\\alpha_t (1 - p_t)^\\gamma \\,\\mathrm{BCE}(x, y)`.
 
@@ -271,16 +273,16 @@ def log1m_softmax(z: jax.Array) -> jax.Array:
 
 
 def softmax_focal_loss(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     axis: int = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     *,
-    alpha: Any = None,
-    gamma: Any = 2.0,
+    alpha: ArrayLike | None = None,
+    gamma: ArrayLike = 2.0,
     ignore_index: int | None = None,
-    label_smoothing: Any = 0.0,
-    reduction: str = "none",
+    label_smoothing: ArrayLike = 0.0,
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Multi-class (softmax) focal loss: :math:`-\\sum_c \\alpha_c\\, t_c (1 - p_c)^\\gamma \\log p_c`.
 

@@ -19,11 +19,13 @@ keyword arguments.
 import dataclasses as _dataclasses
 import functools as _functools
 from collections.abc import Callable as _Callable
+from collections.abc import Sequence as _Sequence
 from typing import Any as _Any
 from typing import ClassVar as _ClassVar
 
 import jax as _jax
 import numpy as _np
+from jax.typing import ArrayLike as _ArrayLike
 
 from jxent import _checks, _options
 from jxent import binary as _binary
@@ -32,6 +34,7 @@ from jxent import divergence as _divergence
 from jxent import focal as _focal
 from jxent import probabilities as _probabilities
 from jxent import robust as _robust
+from jxent._typing import Reduction as _Reduction
 
 __all__ = [
     "BinaryCrossEntropy",
@@ -107,7 +110,7 @@ class _Loss:
         """The settings, as the keyword arguments passed to the function."""
         return {f.name: getattr(self, f.name) for f in _dataclasses.fields(self)}
 
-    def __call__(self, predictions: _Any, labels: _Any, *, where: _Any = None) -> _jax.Array:
+    def __call__(self, predictions: _ArrayLike, labels: _ArrayLike, *, where: _ArrayLike | None = None) -> _jax.Array:
         extra = {} if where is None else {"where": where}
         return type(self).fn(predictions, labels, **self.options(), **extra)
 
@@ -141,21 +144,25 @@ class CrossEntropy(_Loss):
 
     ``weight``, ``label_smoothing``, ``z_loss``, ``soft_cap`` and ``temperature`` are constants (no gradient).
 
-    Example::
-
-      loss_fn = jxent.losses.CrossEntropy(label_smoothing=0.1, z_loss=1e-4, ignore_index=-100)
-      loss = loss_fn(logits, labels)  # scalar: the mean over the examples whose label is not -100
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> loss_fn = jxent.losses.CrossEntropy(label_smoothing=0.1, ignore_index=-100)
+      >>> logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+      >>> labels = jnp.array([0, 1, -100])  # the last example is ignored
+      >>> per_example = jxent.softmax_cross_entropy(logits, labels, label_smoothing=0.1, ignore_index=-100)
+      >>> bool(jnp.isclose(loss_fn(logits, labels), per_example[:2].mean()))
+      True
     """
 
     fn = staticmethod(_cross_entropy.softmax_cross_entropy)
     axis: int | tuple[int, ...] = -1
-    weight: _Any = None
+    weight: _ArrayLike | _Sequence[_ArrayLike] | None = None
     ignore_index: int | None = None
     label_smoothing: float = 0.0
     z_loss: float = 0.0
     soft_cap: float | None = None
     temperature: float = 1.0
-    reduction: str = "mean"
+    reduction: _Reduction = "mean"
 
     def _validate(self) -> None:
         checked = _options.CrossEntropyOptions(**{name: getattr(self, name) for name in _CROSS_ENTROPY_OPTIONS})
@@ -179,17 +186,20 @@ class SigmoidBinaryCrossEntropy(_Loss):
         (Keras). Default ``0.0``.
       reduction: ``"none"`` (elementwise), ``"sum"`` or ``"mean"`` (default; over the unmasked elements).
 
-    Example::
-
-      loss_fn = jxent.losses.SigmoidBinaryCrossEntropy(pos_weight=3.0)
-      loss = loss_fn(logits, multi_hot_labels)
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> loss_fn = jxent.losses.SigmoidBinaryCrossEntropy(pos_weight=3.0)
+      >>> logits, labels = jnp.array([[1.0, -2.0], [0.5, 0.0]]), jnp.array([[1.0, 0.0], [0.0, 1.0]])
+      >>> manual = -(3.0 * labels * jax.nn.log_sigmoid(logits) + (1 - labels) * jax.nn.log_sigmoid(-logits))
+      >>> bool(jnp.isclose(loss_fn(logits, labels), manual.mean()))
+      True
     """
 
     fn = staticmethod(_binary.sigmoid_binary_cross_entropy)
-    pos_weight: _Any = None
-    weight: _Any = None
+    pos_weight: _ArrayLike | _Sequence[_ArrayLike] | None = None
+    weight: _ArrayLike | _Sequence[_ArrayLike] | None = None
     label_smoothing: float = 0.0
-    reduction: str = "mean"
+    reduction: _Reduction = "mean"
 
 
 @_dataclasses.dataclass(frozen=True, kw_only=True)
@@ -207,16 +217,17 @@ class BinaryCrossEntropy(_Loss):
         Default ``0.0``.
       reduction: ``"none"`` (elementwise), ``"sum"`` or ``"mean"`` (default; over the unmasked elements).
 
-    Example::
-
-      loss_fn = jxent.losses.BinaryCrossEntropy()
-      loss = loss_fn(jax.nn.sigmoid(logits), labels)
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> loss_fn = jxent.losses.BinaryCrossEntropy()
+      >>> float(loss_fn(jnp.array([1.0, 0.0]), jnp.array([0.0, 0.0])))  # log 0 is clamped at -100: (100 + 0) / 2
+      50.0
     """
 
     fn = staticmethod(_probabilities.binary_cross_entropy)
-    weight: _Any = None
+    weight: _ArrayLike | _Sequence[_ArrayLike] | None = None
     label_smoothing: float = 0.0
-    reduction: str = "mean"
+    reduction: _Reduction = "mean"
 
 
 @_dataclasses.dataclass(frozen=True, kw_only=True)
@@ -238,18 +249,20 @@ class CategoricalCrossEntropy(_Loss):
         ``0.0``.
       reduction: ``"none"`` (per example), ``"sum"`` or ``"mean"`` (default; over the examples that count).
 
-    Example::
-
-      loss_fn = jxent.losses.CategoricalCrossEntropy(label_smoothing=0.1)
-      loss = loss_fn(jax.nn.softmax(logits), labels)
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> loss_fn = jxent.losses.CategoricalCrossEntropy(reduction="none")
+      >>> losses = loss_fn(jnp.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]), jnp.array([0, 2]))
+      >>> [round(float(x), 4) for x in losses]  # -log 0.5, -log 0.8
+      [0.6931, 0.2231]
     """
 
     fn = staticmethod(_probabilities.categorical_cross_entropy)
     axis: int | tuple[int, ...] = -1
-    weight: _Any = None
+    weight: _ArrayLike | _Sequence[_ArrayLike] | None = None
     ignore_index: int | None = None
     label_smoothing: float = 0.0
-    reduction: str = "mean"
+    reduction: _Reduction = "mean"
 
 
 @_dataclasses.dataclass(frozen=True, kw_only=True)
@@ -267,16 +280,19 @@ class SigmoidFocalLoss(_Loss):
         constant: no gradient flows to it.
       reduction: ``"none"`` (elementwise), ``"sum"`` or ``"mean"`` (default; over the unmasked elements).
 
-    Example::
-
-      loss_fn = jxent.losses.SigmoidFocalLoss(alpha=0.25, gamma=2.0)
-      loss = loss_fn(logits, labels)
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> per_element = jxent.losses.SigmoidFocalLoss(alpha=0.25, gamma=2.0, reduction="none")
+      >>> easy, hard = per_element(jnp.array([3.0, -1.0]), jnp.array([1.0, 1.0]))
+      >>> bce = jxent.sigmoid_binary_cross_entropy(jnp.array([3.0, -1.0]), jnp.array([1.0, 1.0]))
+      >>> bool(easy / bce[0] < hard / bce[1])  # the well-classified element is down-weighted more
+      True
     """
 
     fn = staticmethod(_focal.sigmoid_focal_loss)
     alpha: float | None = None
     gamma: float = 2.0
-    reduction: str = "mean"
+    reduction: _Reduction = "mean"
 
 
 @_dataclasses.dataclass(frozen=True, kw_only=True)
@@ -298,19 +314,21 @@ class SoftmaxFocalLoss(_Loss):
       reduction: ``"none"`` (per example), ``"sum"`` or ``"mean"`` (default; over the examples that count;
         ``alpha`` is not part of the denominator, as in torchvision).
 
-    Example::
-
-      loss_fn = jxent.losses.SoftmaxFocalLoss(alpha=(0.25, 0.25, 0.5), gamma=2.0)
-      loss = loss_fn(logits, labels)  # logits [..., 3]
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> logits, labels = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), jnp.array([0, 2])
+      >>> focal = jxent.losses.SoftmaxFocalLoss(gamma=0.0)  # gamma = 0: the cross-entropy
+      >>> bool(jnp.isclose(focal(logits, labels), jxent.losses.CrossEntropy()(logits, labels)))
+      True
     """
 
     fn = staticmethod(_focal.softmax_focal_loss)
     axis: int = -1
-    alpha: _Any = None
+    alpha: _ArrayLike | _Sequence[_ArrayLike] | None = None
     gamma: float = 2.0
     ignore_index: int | None = None
     label_smoothing: float = 0.0
-    reduction: str = "mean"
+    reduction: _Reduction = "mean"
 
 
 @_dataclasses.dataclass(frozen=True, kw_only=True)
@@ -327,17 +345,20 @@ class PolyLoss(_Loss):
       ignore_index: Integer label value to ignore (loss 0, not counted in ``"mean"``), or ``None`` (default).
       reduction: ``"none"`` (per example), ``"sum"`` or ``"mean"`` (default; over the examples that count).
 
-    Example::
-
-      loss_fn = jxent.losses.PolyLoss(epsilon=1.0)
-      loss = loss_fn(logits, labels)
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> logits, labels = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), jnp.array([0, 2])
+      >>> p_y = jax.nn.softmax(logits)[jnp.arange(2), labels]
+      >>> ce = jxent.losses.CrossEntropy()(logits, labels)
+      >>> bool(jnp.isclose(jxent.losses.PolyLoss(epsilon=1.0)(logits, labels), ce + jnp.mean(1 - p_y)))
+      True
     """
 
     fn = staticmethod(_robust.poly_loss_cross_entropy)
     epsilon: float = 2.0
     axis: int | tuple[int, ...] = -1
     ignore_index: int | None = None
-    reduction: str = "mean"
+    reduction: _Reduction = "mean"
 
 
 @_dataclasses.dataclass(frozen=True, kw_only=True)
@@ -355,17 +376,20 @@ class GeneralizedCrossEntropy(_Loss):
       ignore_index: Integer label value to ignore (loss 0, not counted in ``"mean"``), or ``None`` (default).
       reduction: ``"none"`` (per example), ``"sum"`` or ``"mean"`` (default; over the examples that count).
 
-    Example::
-
-      loss_fn = jxent.losses.GeneralizedCrossEntropy(q=0.7)
-      loss = loss_fn(logits, noisy_labels)
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> logits, labels = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), jnp.array([0, 2])
+      >>> p_y = jax.nn.softmax(logits)[jnp.arange(2), labels]
+      >>> mae = jxent.losses.GeneralizedCrossEntropy(q=1.0, reduction="none")  # q = 1: 1 - p_y
+      >>> bool(jnp.allclose(mae(logits, labels), 1 - p_y))
+      True
     """
 
     fn = staticmethod(_robust.generalized_cross_entropy)
     q: float = 0.7
     axis: int | tuple[int, ...] = -1
     ignore_index: int | None = None
-    reduction: str = "mean"
+    reduction: _Reduction = "mean"
 
 
 @_dataclasses.dataclass(frozen=True, kw_only=True)
@@ -380,12 +404,16 @@ class KLDivergence(_Loss):
       axis: Class axis, or a tuple of axes flattened into one. Default ``-1``.
       reduction: ``"none"`` (per example), ``"sum"`` or ``"mean"`` (default; over examples).
 
-    Example::
-
-      loss_fn = jxent.losses.KLDivergence()
-      loss = loss_fn(jax.nn.log_softmax(student_logits), jax.nn.softmax(teacher_logits))
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> loss_fn = jxent.losses.KLDivergence()
+      >>> t = jnp.array([[0.5, 0.5, 0.0]])
+      >>> float(loss_fn(jnp.log(t), t))  # KL(t || t) = 0, with 0 log 0 = 0
+      0.0
+      >>> round(float(loss_fn(jnp.log(jnp.array([[0.25, 0.75, 0.0]])), t)), 4)  # 0.5 log 2 + 0.5 log(2/3)
+      0.1438
     """
 
     fn = staticmethod(_divergence.kl_divergence)
     axis: int | tuple[int, ...] = -1
-    reduction: str = "mean"
+    reduction: _Reduction = "mean"

@@ -14,9 +14,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jxent import _axes, _checks, binary
 from jxent._targets import class_weight_vector, make_targets, prepare_rows
+from jxent._typing import Reduction
 from jxent.binary import apply_mask_and_reduce, smooth_binary
 from jxent.reduction import reduce_loss
 
@@ -64,15 +66,15 @@ def _zero_masked_labels(labels: jax.Array, mask: jax.Array | None) -> jax.Array:
 
 
 def categorical_cross_entropy(
-    probabilities: Any,
-    labels: Any,
+    probabilities: ArrayLike,
+    labels: ArrayLike,
     axis: _axes.Axis | None = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     *,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: Any = 0.0,
-    reduction: str = "none",
+    label_smoothing: ArrayLike = 0.0,
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Cross-entropy of predicted probabilities: :math:`-\\sum_c q_c \\log p_c`.
 
@@ -128,13 +130,13 @@ def categorical_cross_entropy(
 
 
 def binary_cross_entropy(
-    probabilities: Any,
-    labels: Any,
+    probabilities: ArrayLike,
+    labels: ArrayLike,
     *,
-    weight: Any = None,
-    label_smoothing: Any = 0.0,
-    where: Any = None,
-    reduction: str = "none",
+    weight: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    where: ArrayLike | None = None,
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Binary cross-entropy of probabilities: :math:`-[y \\log p + (1-y) \\log(1-p)]`, elementwise.
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jxent import _checks
+from jxent._typing import Reduction
 
 __all__ = ["reduce_loss", "safe_divide"]
 
@@ -18,7 +18,7 @@ def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
     return jnp.where(zero, 0.0, numerator / jnp.where(zero, 1.0, denominator))
 
 
-def reduce_loss(losses: Any, *, weights: Any = None, reduction: str = "none") -> jax.Array:
+def reduce_loss(losses: ArrayLike, *, weights: ArrayLike | None = None, reduction: Reduction = "none") -> jax.Array:
     """Reduces per-example losses.
 
     Args:

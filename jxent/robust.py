@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 from jxent import _axes, _checks
 from jxent._options import CrossEntropyOptions
 from jxent._targets import make_targets, prepare_rows
+from jxent._typing import Reduction
 from jxent.cross_entropy import probability_row_losses
 from jxent.reduction import reduce_loss
 from jxent.softmax import log_softmax_last, softmax_last
@@ -19,14 +19,14 @@ __all__ = ["generalized_cross_entropy", "poly_loss_cross_entropy"]
 
 
 def poly_loss_cross_entropy(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     *,
-    epsilon: Any = 2.0,
+    epsilon: ArrayLike = 2.0,
     axis: _axes.Axis | None = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     ignore_index: int | None = None,
-    reduction: str = "none",
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Poly-1 loss: :math:`\\mathrm{CE} + \\epsilon \\sum_c t_c (1 - p_c)`.
 
@@ -65,14 +65,14 @@ def poly_loss_cross_entropy(
 
 
 def generalized_cross_entropy(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     *,
-    q: Any = 0.7,
+    q: ArrayLike = 0.7,
     axis: _axes.Axis | None = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
     ignore_index: int | None = None,
-    reduction: str = "none",
+    reduction: Reduction = "none",
 ) -> jax.Array:
     """Generalized cross-entropy for noisy labels: :math:`\\sum_c t_c \\frac{1 - p_c^{\\,q}}{q}`.
 

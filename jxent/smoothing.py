@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jxent import _axes, _checks
 
@@ -13,11 +14,11 @@ __all__ = ["smooth_binary_labels", "smooth_labels"]
 
 
 def smooth_labels(
-    labels: Any,
-    alpha: Any,
+    labels: ArrayLike,
+    alpha: ArrayLike,
     *,
     axis: _axes.Axis | None = -1,
-    where: Any = None,
+    where: ArrayLike | None = None,
 ) -> jax.Array:
     """Categorical label smoothing: :math:`(1 - \\alpha)\\, y + \\alpha / K`.
 
@@ -51,7 +52,7 @@ def smooth_labels(
     return (1.0 - alpha) * labels + alpha / num_classes
 
 
-def smooth_binary_labels(labels: Any, alpha: Any) -> jax.Array:
+def smooth_binary_labels(labels: ArrayLike, alpha: ArrayLike) -> jax.Array:
     """Binary label smoothing (Keras): :math:`y (1 - \\alpha) + \\alpha / 2`, pulling 0/1 towards 1/2.
 
     Examples:

@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 from jxent import _axes, _checks, _rowmath
 
@@ -57,7 +58,7 @@ def log_softmax_last(x: jax.Array) -> jax.Array:
 
 def _apply_last(
     kernel, x: Any, axis: _axes.Axis | None, where: Any, name: str
-) -> tuple[jax.Array, _axes.ClassLayout, Any]:
+) -> tuple[jax.Array, _axes.ClassLayout, jax.Array]:
     x = _checks.as_float_array(x, name)
     layout = _axes.class_layout(axis, x.ndim, name)
     mask = _axes.expand_where(where, layout, x.shape)
@@ -68,10 +69,10 @@ def _apply_last(
 
 
 def logsumexp(
-    x: Any,
+    x: ArrayLike,
     axis: _axes.Axis | None = -1,
     *,
-    where: Any = None,
+    where: ArrayLike | None = None,
     keepdims: bool = False,
 ) -> jax.Array:
     """Log-sum-exp along ``axis``: :math:`\\log \\sum_j \\exp(x_j)`, max-shifted.
@@ -102,7 +103,7 @@ def logsumexp(
     return out
 
 
-def softmax(x: Any, axis: _axes.Axis | None = -1, *, where: Any = None) -> jax.Array:
+def softmax(x: ArrayLike, axis: _axes.Axis | None = -1, *, where: ArrayLike | None = None) -> jax.Array:
     """Softmax along ``axis``: :math:`p_i = \\exp(x_i) / \\sum_j \\exp(x_j)`.
 
     Args:
@@ -123,7 +124,7 @@ def softmax(x: Any, axis: _axes.Axis | None = -1, *, where: Any = None) -> jax.A
     return layout.from_last(out, x.shape).astype(x.dtype)
 
 
-def log_softmax(x: Any, axis: _axes.Axis | None = -1, *, where: Any = None) -> jax.Array:
+def log_softmax(x: ArrayLike, axis: _axes.Axis | None = -1, *, where: ArrayLike | None = None) -> jax.Array:
     """Log-softmax along ``axis``: :math:`x_i - \\log \\sum_j \\exp(x_j)`.
 
     Args:
@@ -143,7 +144,7 @@ def log_softmax(x: Any, axis: _axes.Axis | None = -1, *, where: Any = None) -> j
     return layout.from_last(out, x.shape).astype(x.dtype)
 
 
-def soft_cap(logits: Any, cap: Any) -> jax.Array:
+def soft_cap(logits: ArrayLike, cap: ArrayLike) -> jax.Array:
     """Logit soft-capping: :math:`c \\tanh(z / c)`, as in Gemma 2.
 
     ``-inf`` entries (masked classes) stay ``-inf``; ``+inf`` maps to ``cap``. Derivative:

@@ -7,18 +7,17 @@ Losses cannot raise on values inside ``jit``; they return NaN for an example who
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
+from jax.typing import ArrayLike
 
 from jxent import _checks
 
 __all__ = ["check_labels", "validate_labels"]
 
 
-def check_labels(labels: Any, num_classes: int, *, ignore_index: int | None = None) -> None:
+def check_labels(labels: ArrayLike, num_classes: int, *, ignore_index: int | None = None) -> None:
     """Adds a ``checkify`` check that every label is in ``[0, num_classes)`` or equals ``ignore_index``.
 
     On failure the error names the first bad label in row-major order, its position and its value. Use inside
@@ -62,7 +61,7 @@ def check_labels(labels: Any, num_classes: int, *, ignore_index: int | None = No
     )
 
 
-def validate_labels(labels: Any, num_classes: int, *, ignore_index: int | None = None) -> None:
+def validate_labels(labels: ArrayLike, num_classes: int, *, ignore_index: int | None = None) -> None:
     """Raises ``checkify.JaxRuntimeError`` naming the first label outside ``[0, num_classes)``.
 
     Works on concrete arrays and on traced ones inside ``jit`` only through ``checkify``; use :func:`check_labels`

@@ -323,7 +323,7 @@ def test_module_lists_only_the_loss_classes():
 @pytest.mark.parametrize("cls", LOSS_CLASSES, ids=lambda cls: cls.__name__)
 def test_docstrings_describe_every_setting(cls):
     doc = cls.__doc__
-    assert f":func:`jxent.{cls.fn.__name__}`" in doc and "Example::" in doc
+    assert f":func:`jxent.{cls.fn.__name__}`" in doc and ">>> " in doc.split("Examples:")[1]
     attributes = doc.split("Attributes:")[1]
     for f in dataclasses.fields(cls):
         assert f"\n      {f.name}: " in attributes, f.name

@@ -1,7 +1,9 @@
-"""Executes every notebook in notebooks/ and fails on any error or failed assertion in a cell.
+"""The notebooks: every jupytext source is paired with an executed ``.ipynb`` in sync with it, and every source runs.
 
-The kernel is the interpreter running pytest (``sys.executable``), not whatever ``python3`` kernel spec Jupyter
-finds first, so a virtual environment's tests run its own notebooks. Needs the ``test`` extra.
+A notebook is ``notebooks/NN_name.py`` (jupytext percent format, the source) plus ``NN_name.ipynb`` (the same cells
+with stored outputs); ``python notebooks/execute.py`` re-runs a source and rewrites its ``.ipynb``. The kernel is
+the interpreter running pytest (``sys.executable``), not whatever ``python3`` kernel spec Jupyter finds first, so a
+virtual environment's tests run its own notebooks. Needs the ``test`` extra.
 """
 
 from __future__ import annotations
@@ -12,61 +14,77 @@ from pathlib import Path
 
 # The `test` extra installs these; a missing one must fail the suite, not skip it.
 import ipykernel  # noqa: F401
+import jupytext
 import matplotlib  # noqa: F401
-import nbclient
 import nbformat
 import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-TIMEOUT_S = 600  # per cell
+SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
+NAMES = [
+    "01_softmax_cross_entropy",
+    "02_binary_cross_entropy",
+    "03_focal_loss",
+    "04_label_smoothing_kl_entropy",
+    "05_large_vocabulary",
+]
 
 
-def _load_builder():
-    """notebooks/build_notebooks.py (not a package): its kernel set-up is the one the committed notebooks ran with."""
-    spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOK_DIR / "build_notebooks.py")
+def _load_runner():
+    """notebooks/execute.py (not a package): the kernel set-up the committed notebooks ran with."""
+    spec = importlib.util.spec_from_file_location("execute_notebooks", NOTEBOOK_DIR / "execute.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-kernel_manager = _load_builder().kernel_manager
+runner = _load_runner()
 
 
-def test_all_notebooks_are_present():
-    names = [path.stem for path in NOTEBOOKS]
-    assert names == [
-        "01_softmax_cross_entropy",
-        "02_binary_cross_entropy",
-        "03_focal_loss",
-        "04_label_smoothing_kl_entropy",
-        "05_large_vocabulary",
-    ]
+def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    return [(cell.cell_type, cell.source) for cell in nb.cells]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_committed_notebook_has_outputs(path):
-    """The committed notebooks were executed: every code cell ran, and the plots are stored as PNG."""
-    nb = nbformat.read(path, as_version=4)
+def test_every_notebook_is_a_pair():
+    assert [path.stem for path in SOURCES] == NAMES
+    assert sorted(path.stem for path in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")) == NAMES
+    assert not (NOTEBOOK_DIR / "build_notebooks.py").exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pair_is_in_sync(name):
+    """The ``.ipynb`` has exactly the cells of its ``.py`` source, and both declare the pairing."""
+    source = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
+    stored = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    assert _cells(stored) == _cells(source), f"notebooks/{name}.ipynb is stale: run python notebooks/execute.py"
+    for nb in (source, stored):
+        assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stored_notebook_has_outputs(name):
+    """The committed ``.ipynb`` was executed: every code cell ran, without errors, and the plots are stored."""
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code_cells
-    assert all(cell.execution_count is not None for cell in code_cells), "re-run notebooks/build_notebooks.py"
+    assert all(cell.execution_count is not None for cell in code_cells), "run python notebooks/execute.py"
     outputs = [output for cell in code_cells for output in cell.outputs]
     assert any("image/png" in output.get("data", {}) for output in outputs)
     assert not [output for output in outputs if output.output_type == "error"]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path, tmp_path):
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(
-        nb,
-        km=kernel_manager(tmp_path / "kernels"),
-        timeout=TIMEOUT_S,
-        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
-    )
-    client.execute()  # raises CellExecutionError on the first failing cell (errors and failed asserts alike)
-    # The kernel really was this interpreter.
-    assert nb.metadata["language_info"]["name"] == "python"
-    assert client.km.kernel_spec.argv[0] == sys.executable
+def test_a_stale_pair_is_detected(tmp_path):
+    """The sync check can fail: a source edited after the last run no longer matches its ``.ipynb``."""
+    source = jupytext.read(NOTEBOOK_DIR / f"{NAMES[0]}.py")
+    stored = nbformat.read(NOTEBOOK_DIR / f"{NAMES[0]}.ipynb", as_version=4)
+    source.cells[1].source += "\nprint('edited')"
+    assert _cells(stored) != _cells(source)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_source_executes(name, tmp_path):
+    nb = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
+    runner.execute(nb, spec_root=tmp_path / "kernels")  # raises on the first failing cell (errors and asserts)
+    assert any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")
+    assert runner.kernel_manager(tmp_path / "k2").kernel_spec.argv[0] == sys.executable

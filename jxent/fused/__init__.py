@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import jax
+from jax.typing import ArrayLike
 
+from jxent._typing import Reduction, Schedule, WeightLayout
 from jxent.fused.distillation import linear_js_divergence, linear_kl_divergence
 from jxent.fused.kernel import compute
 from jxent.fused.prepare import prepare_arguments
@@ -55,26 +57,98 @@ __all__ = [
 ]
 
 
-@_points_to_class_weight
+@overload
 def linear_softmax_cross_entropy(
-    hidden: Any,
-    weight: Any,
-    labels: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
     *,
-    bias: Any = None,
-    class_weight: Any = None,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: Any = 0.0,
-    z_loss: Any = 0.0,
-    soft_cap: Any = None,
-    temperature: Any = 1.0,
-    reduction: str = "mean",
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "mean",
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
-    token_weight: Any = None,
-    where: Any = None,
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
+    token_weight: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    return_lse: Literal[False] = False,
+) -> jax.Array: ...
+
+
+@overload
+def linear_softmax_cross_entropy(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
+    *,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    token_chunk_size: int | None = None,
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
+    token_weight: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    return_lse: Literal[True],
+) -> tuple[jax.Array, jax.Array]: ...
+
+
+@overload
+def linear_softmax_cross_entropy(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
+    *,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    token_chunk_size: int | None = None,
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
+    token_weight: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    return_lse: bool,
+) -> jax.Array | tuple[jax.Array, jax.Array]: ...
+
+
+@_points_to_class_weight
+def linear_softmax_cross_entropy(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
+    *,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    token_chunk_size: int | None = None,
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
+    token_weight: ArrayLike | None = None,
+    where: ArrayLike | None = None,
     return_lse: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Softmax cross-entropy of ``hidden @ weight (+ bias)`` with integer labels, blockwise, without the logits.

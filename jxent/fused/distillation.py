@@ -34,6 +34,7 @@ from jax.typing import ArrayLike
 
 from jxent._options import OptionArrays
 from jxent._rowmath import RowStats, empty_stats, exp_offsets, merge, row_stats, shifted_exp, transform_logits
+from jxent._typing import Reduction, Schedule, WeightLayout
 from jxent.fused.blocks import transformed
 from jxent.fused.config import FusedConfig
 from jxent.fused.kernel import compute
@@ -185,15 +186,15 @@ def linear_kl_divergence(
     *,
     bias: ArrayLike | None = None,
     teacher_bias: ArrayLike | None = None,
-    temperature: Any = 1.0,
-    soft_cap: Any = None,
+    temperature: ArrayLike = 1.0,
+    soft_cap: ArrayLike | None = None,
     reverse: bool = False,
     where: ArrayLike | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
 ) -> jax.Array:
     """Per-token KL divergence between a teacher head and a student head over one vocabulary, without the logits.
 
@@ -252,14 +253,14 @@ def linear_js_divergence(
     beta: float = 0.5,
     bias: ArrayLike | None = None,
     teacher_bias: ArrayLike | None = None,
-    temperature: Any = 1.0,
-    soft_cap: Any = None,
+    temperature: ArrayLike = 1.0,
+    soft_cap: ArrayLike | None = None,
     where: ArrayLike | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
 ) -> jax.Array:
     """Per-token generalized Jensen-Shannon divergence between a teacher head and a student head, without the logits.
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from jxent._options import OptionArrays
+from jxent._typing import Reduction
 from jxent._vma import sum_to_type
 from jxent.fused.config import FusedConfig
 from jxent.fused.objective import Head, Objective
@@ -236,7 +237,7 @@ def per_row(p: Problem) -> tuple[jax.Array, ...]:
     return (*values, jax.lax.stop_gradient(weight))
 
 
-def compute(p: Problem, reduction: str, outputs: bool = False) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+def compute(p: Problem, reduction: Reduction, outputs: bool = False) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """The reduced loss of the prepared problem on this device, and the other per-row outputs when ``outputs``
     (else ``()``: then ``"mean"``/``"sum"`` on the ``"one_pass"`` schedule build the gradients in the forward)."""
     n: int = math.prod(p.batch_shape)

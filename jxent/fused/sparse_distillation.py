@@ -28,6 +28,7 @@ from jax.typing import ArrayLike
 from jxent import _checks
 from jxent._options import CrossEntropyOptions, OptionArrays
 from jxent._rowmath import RowStats, empty_stats, exp_offsets, merge, row_stats, shifted_exp, transform_logits
+from jxent._typing import Reduction, Schedule, WeightLayout
 from jxent.fused.blocks import transformed
 from jxent.fused.config import FusedConfig, check_head, make_config, per_class, row_weights
 from jxent.fused.group import LOCAL, VocabGroup
@@ -205,14 +206,14 @@ def linear_sparse_kl_divergence(
     teacher_log_probs: ArrayLike,
     *,
     bias: ArrayLike | None = None,
-    temperature: Any = 1.0,
-    soft_cap: Any = None,
+    temperature: ArrayLike = 1.0,
+    soft_cap: ArrayLike | None = None,
     where: ArrayLike | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
 ) -> jax.Array:
     """Forward KL from a teacher known by its top-k log-probabilities to the student head, with a tail bin.
 

@@ -17,7 +17,7 @@ H)`):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,7 @@ from jxent._rowmath import (
     shifted_moment,
     transform_logits,
 )
+from jxent._typing import Schedule, WeightLayout
 from jxent.fused.blocks import transformed
 from jxent.fused.config import FusedConfig
 from jxent.fused.kernel import per_row
@@ -176,13 +177,13 @@ def linear_token_statistics(
     labels: ArrayLike,
     *,
     bias: ArrayLike | None = None,
-    soft_cap: Any = None,
-    temperature: Any = 1.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
     ignore_index: int | None = None,
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
 ) -> TokenStatistics:
     """Per-token log-probability of the label, entropy, log-sum-exp and argmax of ``softmax(hidden @ weight + b)``,
     blockwise, without forming the ``[tokens, V]`` logits.

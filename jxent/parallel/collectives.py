@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jxent._rowmath import RowStats, rescale
+from jxent._typing import Reduction
 from jxent.fused.group import VocabGroup
 from jxent.reduction import reduce_loss, safe_divide
 
@@ -82,7 +83,7 @@ class VocabShards(VocabGroup):
         return lax.psum(x, self.axis_name)
 
 
-def reduce_over(losses: jax.Array, example_weight: jax.Array, reduction: str, batch_axis_name: Any = None):
+def reduce_over(losses: jax.Array, example_weight: jax.Array, reduction: Reduction, batch_axis_name: Any = None):
     """:func:`jxent.reduce_loss`, with the sums taken over the devices of ``batch_axis_name`` when it is given."""
     if batch_axis_name is None or reduction == "none":
         return reduce_loss(losses, weights=example_weight, reduction=reduction)

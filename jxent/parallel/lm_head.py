@@ -15,8 +15,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
+from jax.typing import ArrayLike
 
 from jxent import _checks
+from jxent._typing import MeshAxes, Reduction, Schedule, WeightLayout
 from jxent.fused.config import WEIGHT_LAYOUTS
 from jxent.fused.distillation import Divergence, check_beta
 from jxent.fused.kernel import per_row
@@ -43,25 +45,43 @@ def _shards(axis_name: Any) -> VocabShards:
 
 
 def vocab_parallel_linear_token_statistics(
-    hidden: Any,
-    weight: Any,
-    labels: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
     *,
-    axis_name: Any,
-    bias: Any = None,
-    soft_cap: Any = None,
-    temperature: Any = 1.0,
+    axis_name: MeshAxes,
+    bias: ArrayLike | None = None,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
     ignore_index: int | None = None,
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
 ) -> TokenStatistics:
     """:func:`jxent.linear_token_statistics` with a vocabulary-sharded ``weight``; call inside ``shard_map``.
 
     ``hidden`` and the global ``labels`` are the same on every device of ``axis_name``; ``weight`` and ``bias`` are
     this device's slices. The statistics, identical on every device, are those of the whole vocabulary
     (``argmax`` a global class index).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import NamedSharding, PartitionSpec as P
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
+      >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
+      ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
+      >>> w_split = jax.device_put(w, NamedSharding(mesh, P(None, "vocab")))  # [D, V/R] on each device
+      >>> labels = jnp.array([0, 6])
+      >>> def local(h, w, y):
+      ...     return jxent.vocab_parallel_linear_token_statistics(h, w, y, axis_name="vocab")
+      >>> f = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(None, "vocab"), P()), out_specs=P()))
+      >>> stats = f(h, w_split, labels)
+      >>> stats.argmax  # global class indices
+      Array([7, 5], dtype=int32)
+      >>> bool(jnp.allclose(stats.log_prob, jxent.linear_token_statistics(h, w, labels).log_prob))
+      True
     """
     p = prepare_arguments(locals(), group=_shards(axis_name), objective=TokenStatisticsObjective())
     return TokenStatistics(*per_row(p)[:4])
@@ -74,76 +94,127 @@ def _pair(arguments: dict[str, Any], objective: Divergence) -> jax.Array:
 
 
 def vocab_parallel_linear_kl_divergence(
-    hidden: Any,
-    weight: Any,
-    teacher_hidden: Any,
-    teacher_weight: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
     *,
-    axis_name: Any,
-    bias: Any = None,
-    teacher_bias: Any = None,
-    temperature: Any = 1.0,
-    soft_cap: Any = None,
+    axis_name: MeshAxes,
+    bias: ArrayLike | None = None,
+    teacher_bias: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    soft_cap: ArrayLike | None = None,
     reverse: bool = False,
-    where: Any = None,
-    reduction: str = "none",
+    where: ArrayLike | None = None,
+    reduction: Reduction = "none",
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
-    batch_axis_name: Any = None,
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
+    batch_axis_name: MeshAxes | None = None,
 ) -> jax.Array:
     """:func:`jxent.linear_kl_divergence` with vocabulary-sharded student and teacher weights; call inside
     ``shard_map``. ``weight``, ``teacher_weight`` and the biases are this device's slices of the same classes;
-    ``reduction`` defaults to ``"none"``, and ``"sum"``/``"mean"`` run over ``batch_axis_name`` too when given."""
+    ``reduction`` defaults to ``"none"``, and ``"sum"``/``"mean"`` run over ``batch_axis_name`` too when given.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import NamedSharding, PartitionSpec as P
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
+      >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
+      ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
+      >>> w_split = jax.device_put(w, NamedSharding(mesh, P(None, "vocab")))  # [D, V/R] on each device
+      >>> def local(h, w, th, tw):  # the student and the teacher share the vocabulary split
+      ...     return jxent.vocab_parallel_linear_kl_divergence(h, w, th, tw, axis_name="vocab")
+      >>> specs = (P(), P(None, "vocab"), P(), P(None, "vocab"))
+      >>> f = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P()))
+      >>> kl = f(h, w_split, 2.0 * h, w_split)  # per token
+      >>> bool(jnp.allclose(kl, jxent.linear_kl_divergence(h, w, 2.0 * h, w, reduction="none")))
+      True
+    """
     return _pair(locals(), Divergence("reverse_kl" if reverse else "kl"))
 
 
 def vocab_parallel_linear_js_divergence(
-    hidden: Any,
-    weight: Any,
-    teacher_hidden: Any,
-    teacher_weight: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
     *,
-    axis_name: Any,
+    axis_name: MeshAxes,
     beta: float = 0.5,
-    bias: Any = None,
-    teacher_bias: Any = None,
-    temperature: Any = 1.0,
-    soft_cap: Any = None,
-    where: Any = None,
-    reduction: str = "none",
+    bias: ArrayLike | None = None,
+    teacher_bias: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    soft_cap: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: Reduction = "none",
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
-    batch_axis_name: Any = None,
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
+    batch_axis_name: MeshAxes | None = None,
 ) -> jax.Array:
     """:func:`jxent.linear_js_divergence` with vocabulary-sharded weights; call inside ``shard_map`` (as
-    :func:`vocab_parallel_linear_kl_divergence`)."""
+    :func:`vocab_parallel_linear_kl_divergence`).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import NamedSharding, PartitionSpec as P
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
+      >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
+      ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
+      >>> w_split = jax.device_put(w, NamedSharding(mesh, P(None, "vocab")))  # [D, V/R] on each device
+      >>> def local(h, w, th, tw):
+      ...     return jxent.vocab_parallel_linear_js_divergence(h, w, th, tw, axis_name="vocab", reduction="mean")
+      >>> specs = (P(), P(None, "vocab"), P(), P(None, "vocab"))
+      >>> f = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P()))
+      >>> bool(jnp.allclose(f(h, w_split, 2.0 * h, w_split), jxent.linear_js_divergence(h, w, 2.0 * h, w)))
+      True
+    """
     return _pair(locals(), Divergence("js", check_beta(beta)))
 
 
 def vocab_parallel_linear_sparse_kl_divergence(
-    hidden: Any,
-    weight: Any,
-    teacher_indices: Any,
-    teacher_log_probs: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    teacher_indices: ArrayLike,
+    teacher_log_probs: ArrayLike,
     *,
-    axis_name: Any,
-    bias: Any = None,
-    temperature: Any = 1.0,
-    soft_cap: Any = None,
-    where: Any = None,
-    reduction: str = "none",
+    axis_name: MeshAxes,
+    bias: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    soft_cap: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: Reduction = "none",
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
-    batch_axis_name: Any = None,
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
+    batch_axis_name: MeshAxes | None = None,
 ) -> jax.Array:
     """:func:`jxent.linear_sparse_kl_divergence` with a vocabulary-sharded student ``weight``; call inside
-    ``shard_map``. ``teacher_indices`` are global class indices, the same on every device of ``axis_name``."""
+    ``shard_map``. ``teacher_indices`` are global class indices, the same on every device of ``axis_name``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import NamedSharding, PartitionSpec as P
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
+      >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
+      ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
+      >>> w_split = jax.device_put(w, NamedSharding(mesh, P(None, "vocab")))  # [D, V/R] on each device
+      >>> top = jnp.array([[0, 5], [2, 7]])  # the teacher's top-2 classes (global indices) ...
+      >>> top_log_probs = jnp.log(jnp.array([[0.6, 0.3], [0.5, 0.25]]))  # ... and their log-probabilities
+      >>> def local(h, w, i, lp):
+      ...     return jxent.vocab_parallel_linear_sparse_kl_divergence(h, w, i, lp, axis_name="vocab")
+      >>> f = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(None, "vocab"), P(), P()), out_specs=P()))
+      >>> kl = f(h, w_split, top, top_log_probs)
+      >>> bool(jnp.allclose(kl, jxent.linear_sparse_kl_divergence(h, w, top, top_log_probs, reduction="none")))
+      True
+    """
     kl, counted = sparse_kl_rows(locals(), group=_shards(axis_name))
     weight_ = jnp.ones(kl.shape, kl.dtype) if counted is None else counted
     return reduce_over(kl, weight_, reduction, batch_axis_name)
@@ -183,27 +254,41 @@ def _as_arrays(*xs: Any) -> tuple:
 
 
 def sharded_linear_token_statistics(
-    hidden: Any,
-    weight: Any,
-    labels: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
     *,
     mesh: Mesh,
-    vocab_axis: Any,
-    batch_axis: Any = None,
-    bias: Any = None,
-    soft_cap: Any = None,
-    temperature: Any = 1.0,
+    vocab_axis: MeshAxes,
+    batch_axis: MeshAxes | None = None,
+    bias: ArrayLike | None = None,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
     ignore_index: int | None = None,
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
 ) -> TokenStatistics:
     """:func:`jxent.linear_token_statistics` on global arrays, with ``weight`` (and ``bias``) split along ``V`` over
     ``vocab_axis`` and, optionally, the first batch axis over ``batch_axis``; use under ``jit``. Arguments as in
-    :func:`jxent.sharded_linear_softmax_cross_entropy`."""
+    :func:`jxent.sharded_linear_softmax_cross_entropy`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import NamedSharding, PartitionSpec as P
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
+      >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
+      ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
+      >>> stats = jxent.sharded_linear_token_statistics(h, w, jnp.array([0, 6]), mesh=mesh, vocab_axis="vocab")
+      >>> stats.argmax
+      Array([7, 5], dtype=int32)
+      >>> bool(jnp.allclose(stats.entropy, jxent.entropy(jax.nn.softmax(h @ w))))
+      True
+    """
     hidden, weight, labels, bias = _as_arrays(hidden, weight, _checks.as_int_array(labels, "labels"), bias)
-    options = dict(
+    options: dict[str, Any] = dict(
         soft_cap=soft_cap,
         temperature=temperature,
         ignore_index=ignore_index,
@@ -218,7 +303,7 @@ def sharded_linear_token_statistics(
 
     inputs = ((hidden, "rows"), (weight, "weight"), (labels, "rows"), (bias, "classes"))
     out = TokenStatistics("rows", "rows", "rows", "rows")  # type: ignore[arg-type]  # the output specs
-    return _run_sharded(mesh, vocab_axis, batch_axis, weight_layout, labels.shape, local, inputs, out)
+    return _run_sharded(mesh, vocab_axis, batch_axis, weight_layout, jnp.shape(labels), local, inputs, out)
 
 
 def _sharded_pair(arguments: dict[str, Any], parallel_fn: Any, extra: dict[str, Any]) -> jax.Array:
@@ -265,82 +350,120 @@ def _sharded_pair(arguments: dict[str, Any], parallel_fn: Any, extra: dict[str, 
 
 
 def sharded_linear_kl_divergence(
-    hidden: Any,
-    weight: Any,
-    teacher_hidden: Any,
-    teacher_weight: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
     *,
     mesh: Mesh,
-    vocab_axis: Any,
-    batch_axis: Any = None,
-    bias: Any = None,
-    teacher_bias: Any = None,
-    temperature: Any = 1.0,
-    soft_cap: Any = None,
+    vocab_axis: MeshAxes,
+    batch_axis: MeshAxes | None = None,
+    bias: ArrayLike | None = None,
+    teacher_bias: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    soft_cap: ArrayLike | None = None,
     reverse: bool = False,
-    where: Any = None,
-    reduction: str = "mean",
+    where: ArrayLike | None = None,
+    reduction: Reduction = "mean",
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
 ) -> jax.Array:
     """:func:`jxent.linear_kl_divergence` on global arrays: both weights (and biases) split along ``V`` over
-    ``vocab_axis``, the tokens optionally over ``batch_axis``; use under ``jit``."""
+    ``vocab_axis``, the tokens optionally over ``batch_axis``; use under ``jit``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import NamedSharding, PartitionSpec as P
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
+      >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
+      ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
+      >>> kl = jxent.sharded_linear_kl_divergence(h, w, 2.0 * h, w, mesh=mesh, vocab_axis="vocab")
+      >>> bool(jnp.allclose(kl, jxent.linear_kl_divergence(h, w, 2.0 * h, w)))
+      True
+    """
     return _sharded_pair(locals(), vocab_parallel_linear_kl_divergence, {"reverse": reverse})
 
 
 def sharded_linear_js_divergence(
-    hidden: Any,
-    weight: Any,
-    teacher_hidden: Any,
-    teacher_weight: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
     *,
     mesh: Mesh,
-    vocab_axis: Any,
-    batch_axis: Any = None,
+    vocab_axis: MeshAxes,
+    batch_axis: MeshAxes | None = None,
     beta: float = 0.5,
-    bias: Any = None,
-    teacher_bias: Any = None,
-    temperature: Any = 1.0,
-    soft_cap: Any = None,
-    where: Any = None,
-    reduction: str = "mean",
+    bias: ArrayLike | None = None,
+    teacher_bias: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    soft_cap: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: Reduction = "mean",
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
 ) -> jax.Array:
-    """:func:`jxent.linear_js_divergence` on global arrays (as :func:`sharded_linear_kl_divergence`)."""
+    """:func:`jxent.linear_js_divergence` on global arrays (as :func:`sharded_linear_kl_divergence`).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import NamedSharding, PartitionSpec as P
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
+      >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
+      ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
+      >>> js = jxent.sharded_linear_js_divergence(h, w, 2.0 * h, w, mesh=mesh, vocab_axis="vocab")
+      >>> bool(jnp.allclose(js, jxent.linear_js_divergence(h, w, 2.0 * h, w)))
+      True
+    """
     return _sharded_pair(locals(), vocab_parallel_linear_js_divergence, {"beta": check_beta(beta)})
 
 
 def sharded_linear_sparse_kl_divergence(
-    hidden: Any,
-    weight: Any,
-    teacher_indices: Any,
-    teacher_log_probs: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    teacher_indices: ArrayLike,
+    teacher_log_probs: ArrayLike,
     *,
     mesh: Mesh,
-    vocab_axis: Any,
-    batch_axis: Any = None,
-    bias: Any = None,
-    temperature: Any = 1.0,
-    soft_cap: Any = None,
-    where: Any = None,
-    reduction: str = "mean",
+    vocab_axis: MeshAxes,
+    batch_axis: MeshAxes | None = None,
+    bias: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    soft_cap: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: Reduction = "mean",
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
 ) -> jax.Array:
     """:func:`jxent.linear_sparse_kl_divergence` on global arrays: the student ``weight`` (and ``bias``) split along
-    ``V`` over ``vocab_axis``, the tokens and the teacher's top-k optionally over ``batch_axis``; use under ``jit``."""
+    ``V`` over ``vocab_axis``, the tokens and the teacher's top-k optionally over ``batch_axis``; use under ``jit``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import NamedSharding, PartitionSpec as P
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
+      >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
+      ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
+      >>> top = jnp.array([[0, 5], [2, 7]])
+      >>> top_log_probs = jnp.log(jnp.array([[0.6, 0.3], [0.5, 0.25]]))
+      >>> kl = jxent.sharded_linear_sparse_kl_divergence(h, w, top, top_log_probs, mesh=mesh, vocab_axis="vocab")
+      >>> bool(jnp.allclose(kl, jxent.linear_sparse_kl_divergence(h, w, top, top_log_probs)))
+      True
+    """
     hidden, weight, indices, log_probs, bias, where = _as_arrays(
         hidden, weight, _checks.as_int_array(teacher_indices, "teacher_indices"), teacher_log_probs, bias, where
     )
-    batch_shape = tuple(hidden.shape[:-1])
-    static = dict(
+    batch_shape = tuple(jnp.shape(hidden)[:-1])
+    static: dict[str, Any] = dict(
         temperature=temperature,
         soft_cap=soft_cap,
         reduction=reduction,

@@ -11,8 +11,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+from jax.typing import ArrayLike
 
 from jxent import _checks
+from jxent._typing import MeshAxes, Reduction, Schedule, WeightLayout
 from jxent.fused.config import WEIGHT_LAYOUTS
 from jxent.parallel.vocab_parallel import (
     vocab_parallel_linear_softmax_cross_entropy,
@@ -64,19 +66,19 @@ def _batch_spec(ndim: int, batch_axis: Any) -> tuple:
 
 
 def sharded_softmax_cross_entropy(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     *,
     mesh: Mesh,
-    vocab_axis: Any,
-    batch_axis: Any = None,
-    class_weight: Any = None,
+    vocab_axis: MeshAxes,
+    batch_axis: MeshAxes | None = None,
+    class_weight: ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: Any = 0.0,
-    z_loss: Any = 0.0,
-    soft_cap: Any = None,
-    temperature: Any = 1.0,
-    reduction: str = "mean",
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "mean",
 ) -> jax.Array:
     """Vocabulary-parallel :func:`jxent.softmax_cross_entropy_with_integer_labels` on global arrays.
 
@@ -97,6 +99,17 @@ def sharded_softmax_cross_entropy(
 
     Returns:
       The loss, equal to the dense loss on the gathered logits.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import NamedSharding, PartitionSpec as P
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> logits = jnp.arange(16.0).reshape(2, 8) % 5 - 2.0  # [N, V]
+      >>> labels = jnp.array([0, 6])
+      >>> loss = jxent.sharded_softmax_cross_entropy(logits, labels, mesh=mesh, vocab_axis="vocab")
+      >>> dense = jxent.softmax_cross_entropy_with_integer_labels(logits, labels, reduction="mean")
+      >>> bool(jnp.allclose(loss, dense))
+      True
     """
     logits = _checks.as_float_array(logits, "logits")
     labels = _checks.as_int_array(labels, "labels")
@@ -134,27 +147,27 @@ def sharded_softmax_cross_entropy(
 
 
 def sharded_linear_softmax_cross_entropy(
-    hidden: Any,
-    weight: Any,
-    labels: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
     *,
     mesh: Mesh,
-    vocab_axis: Any,
-    batch_axis: Any = None,
-    bias: Any = None,
-    class_weight: Any = None,
+    vocab_axis: MeshAxes,
+    batch_axis: MeshAxes | None = None,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: Any = 0.0,
-    z_loss: Any = 0.0,
-    soft_cap: Any = None,
-    temperature: Any = 1.0,
-    reduction: str = "mean",
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "mean",
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
-    token_weight: Any = None,
-    where: Any = None,
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
+    token_weight: ArrayLike | None = None,
+    where: ArrayLike | None = None,
 ) -> jax.Array:
     """Vocabulary-parallel :func:`jxent.linear_softmax_cross_entropy` on global arrays.
 
@@ -170,13 +183,28 @@ def sharded_linear_softmax_cross_entropy(
         ``vocab_axis`` (``ValueError`` otherwise).
       labels: Integer labels ``[...]``.
       mesh, vocab_axis, batch_axis: As in :func:`sharded_softmax_cross_entropy`.
-      bias, class_weight, ignore_index, label_smoothing, z_loss, soft_cap, temperature, reduction, chunk_size,
-        token_chunk_size, schedule, weight_layout, token_weight, where: As in
-        :func:`jxent.linear_softmax_cross_entropy` (``chunk_size`` is the block of each device's slice;
-        ``token_weight`` and ``where`` are split like ``labels``).
+      bias, class_weight, ignore_index, label_smoothing, z_loss, soft_cap, temperature: As in
+        :func:`jxent.linear_softmax_cross_entropy`.
+      reduction, chunk_size, token_chunk_size, schedule, weight_layout: As in
+        :func:`jxent.linear_softmax_cross_entropy`; ``chunk_size`` is the block of each device's slice.
+      token_weight, where: As in :func:`jxent.linear_softmax_cross_entropy`, split like ``labels``.
 
     Returns:
       The loss, equal to :func:`jxent.linear_softmax_cross_entropy` on one device.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import NamedSharding, PartitionSpec as P
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
+      >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
+      ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
+      >>> labels = jnp.array([0, 6])
+      >>> step = jax.jit(jax.value_and_grad(
+      ...     lambda w: jxent.sharded_linear_softmax_cross_entropy(h, w, labels, mesh=mesh, vocab_axis="vocab")))
+      >>> loss, grad = step(w)
+      >>> bool(jnp.allclose(loss, jxent.linear_softmax_cross_entropy(h, w, labels))), grad.shape
+      (True, (2, 8))
     """
     hidden = _checks.as_float_array(hidden, "hidden")
     weight = _checks.as_float_array(weight, "weight")

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Literal, overload
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 from jxent import _checks
 from jxent._options import CrossEntropyOptions, OptionArrays
+from jxent._typing import MeshAxes, Reduction, Schedule, WeightLayout
 from jxent.fused.config import FusedConfig, make_config, per_class
 from jxent.fused.cross_entropy import CrossEntropy
 from jxent.fused.kernel import per_row
@@ -62,30 +64,84 @@ def _dense_bwd(cfg: FusedConfig, res, cts):
 _dense.defvjp(_dense_fwd, _dense_bwd)
 
 
+@overload
 def vocab_parallel_softmax_cross_entropy(
-    logits: Any,
-    labels: Any,
+    logits: ArrayLike,
+    labels: ArrayLike,
     *,
-    axis_name: Any,
-    class_weight: Any = None,
+    axis_name: MeshAxes,
+    class_weight: ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: Any = 0.0,
-    z_loss: Any = 0.0,
-    soft_cap: Any = None,
-    temperature: Any = 1.0,
-    reduction: str = "none",
-    batch_axis_name: Any = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "none",
+    batch_axis_name: MeshAxes | None = None,
+    return_lse: Literal[False] = False,
+) -> jax.Array: ...
+
+
+@overload
+def vocab_parallel_softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    axis_name: MeshAxes,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "none",
+    batch_axis_name: MeshAxes | None = None,
+    return_lse: Literal[True],
+) -> tuple[jax.Array, jax.Array]: ...
+
+
+@overload
+def vocab_parallel_softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    axis_name: MeshAxes,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "none",
+    batch_axis_name: MeshAxes | None = None,
+    return_lse: bool,
+) -> jax.Array | tuple[jax.Array, jax.Array]: ...
+
+
+def vocab_parallel_softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    axis_name: MeshAxes,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "none",
+    batch_axis_name: MeshAxes | None = None,
     return_lse: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """Softmax cross-entropy with integer labels over vocabulary-sharded logits; call inside :func:`jax.shard_map`.
+    r"""Softmax cross-entropy with integer labels over vocabulary-sharded logits; call inside :func:`jax.shard_map`.
 
     Equals :func:`jxent.softmax_cross_entropy_with_integer_labels` of the gathered logits (same options, formula and
     gradients, also for ``-inf`` logits and rows with no class left), computed from this device's slice with
     ``pmax``/``psum`` over ``axis_name``:
 
     .. math::
-      \\ell = (1-\\varepsilon) w_y (\\mathrm{lse} - z_y) + \\frac{\\varepsilon}{K} \\sum_{c} w_c (\\mathrm{lse} - z_c)
-      + \\lambda_z \\mathrm{lse}^2.
+      \ell = (1-\varepsilon) w_y (\mathrm{lse} - z_y) + \frac{\varepsilon}{K} \sum_{c} w_c (\mathrm{lse} - z_c)
+      + \lambda_z \mathrm{lse}^2.
 
     Memory: the local ``[..., V/R]`` logits and ``O(tokens)`` statistics; the backward pass stores a few per-token
     vectors and needs no collective.
@@ -108,6 +164,19 @@ def vocab_parallel_softmax_cross_entropy(
 
     References:
       Shoeybi et al., `Megatron-LM <https://arxiv.org/abs/1909.08053>`_, 2019.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import NamedSharding, PartitionSpec as P
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> logits = jnp.arange(16.0).reshape(2, 8) % 5 - 2.0  # [N, V]
+      >>> labels = jnp.array([0, 6])
+      >>> def local(x, y):  # x: this device's [N, V/R] slice
+      ...     return jxent.vocab_parallel_softmax_cross_entropy(x, y, axis_name="vocab")
+      >>> f = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(None, "vocab"), P()), out_specs=P()))
+      >>> x = jax.device_put(logits, NamedSharding(mesh, P(None, "vocab")))
+      >>> bool(jnp.allclose(f(x, labels), jxent.softmax_cross_entropy_with_integer_labels(logits, labels)))
+      True
     """
     options = CrossEntropyOptions.pick(locals())
     logits = _checks.as_float_array(logits, "logits")
@@ -146,27 +215,105 @@ def vocab_parallel_softmax_cross_entropy(
     return (out, lse) if return_lse else out
 
 
+@overload
 def vocab_parallel_linear_softmax_cross_entropy(
-    hidden: Any,
-    weight: Any,
-    labels: Any,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
     *,
-    axis_name: Any,
-    bias: Any = None,
-    class_weight: Any = None,
+    axis_name: MeshAxes,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: Any = 0.0,
-    z_loss: Any = 0.0,
-    soft_cap: Any = None,
-    temperature: Any = 1.0,
-    reduction: str = "none",
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "none",
     chunk_size: int | None = None,
     token_chunk_size: int | None = None,
-    schedule: str = "auto",
-    weight_layout: str = "dv",
-    token_weight: Any = None,
-    where: Any = None,
-    batch_axis_name: Any = None,
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
+    token_weight: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    batch_axis_name: MeshAxes | None = None,
+    return_lse: Literal[False] = False,
+) -> jax.Array: ...
+
+
+@overload
+def vocab_parallel_linear_softmax_cross_entropy(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
+    *,
+    axis_name: MeshAxes,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "none",
+    chunk_size: int | None = None,
+    token_chunk_size: int | None = None,
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
+    token_weight: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    batch_axis_name: MeshAxes | None = None,
+    return_lse: Literal[True],
+) -> tuple[jax.Array, jax.Array]: ...
+
+
+@overload
+def vocab_parallel_linear_softmax_cross_entropy(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
+    *,
+    axis_name: MeshAxes,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "none",
+    chunk_size: int | None = None,
+    token_chunk_size: int | None = None,
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
+    token_weight: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    batch_axis_name: MeshAxes | None = None,
+    return_lse: bool,
+) -> jax.Array | tuple[jax.Array, jax.Array]: ...
+
+
+def vocab_parallel_linear_softmax_cross_entropy(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
+    *,
+    axis_name: MeshAxes,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "none",
+    chunk_size: int | None = None,
+    token_chunk_size: int | None = None,
+    schedule: Schedule = "auto",
+    weight_layout: WeightLayout = "dv",
+    token_weight: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    batch_axis_name: MeshAxes | None = None,
     return_lse: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """:func:`jxent.linear_softmax_cross_entropy` with a vocabulary-sharded ``weight``; call inside ``shard_map``.
@@ -183,9 +330,10 @@ def vocab_parallel_linear_softmax_cross_entropy(
       labels: Global integer labels ``[...]``.
       axis_name: Mesh axis the vocabulary is split over.
       bias, class_weight: This device's ``[V/R]`` slices, or ``None``.
-      ignore_index, label_smoothing, z_loss, soft_cap, temperature, chunk_size, token_chunk_size, schedule,
-        weight_layout, token_weight, where: As in :func:`jxent.linear_softmax_cross_entropy` (``token_weight`` and
-        ``where`` have the batch shape, the same on every device of ``axis_name``).
+      ignore_index, label_smoothing, z_loss, soft_cap, temperature: As in :func:`jxent.linear_softmax_cross_entropy`.
+      chunk_size, token_chunk_size, schedule, weight_layout: As in :func:`jxent.linear_softmax_cross_entropy`.
+      token_weight, where: As in :func:`jxent.linear_softmax_cross_entropy`; of the batch shape, the same on every
+        device of ``axis_name``.
       reduction: ``"none"`` (default), ``"sum"`` or ``"mean"`` (over ``batch_axis_name`` too when given).
       batch_axis_name: Mesh axis the tokens are split over, for ``"sum"``/``"mean"``.
       return_lse: Also return the global log-sum-exp per token.
@@ -193,6 +341,21 @@ def vocab_parallel_linear_softmax_cross_entropy(
     References:
       Shoeybi et al., `Megatron-LM <https://arxiv.org/abs/1909.08053>`_, 2019; Wijmans et al., `Cut Your Losses in
       Large-Vocabulary Language Models <https://arxiv.org/abs/2411.09009>`_, 2024.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jxent
+      >>> from jax.sharding import NamedSharding, PartitionSpec as P
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
+      >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
+      ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
+      >>> w_split = jax.device_put(w, NamedSharding(mesh, P(None, "vocab")))  # [D, V/R] on each device
+      >>> labels = jnp.array([0, 6])
+      >>> def local(h, w, y):  # w: this device's [D, V/R] slice
+      ...     return jxent.vocab_parallel_linear_softmax_cross_entropy(h, w, y, axis_name="vocab", reduction="mean")
+      >>> f = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(None, "vocab"), P()), out_specs=P()))
+      >>> bool(jnp.allclose(f(h, w_split, labels), jxent.linear_softmax_cross_entropy(h, w, labels)))
+      True
     """
     p = prepare_arguments(locals(), group=VocabShards(axis_name, axis_size(axis_name)))
     losses, lse, weight = per_row(p)  # type: ignore[misc]
