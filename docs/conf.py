@@ -68,3 +68,23 @@ def _copy_notebooks() -> None:
 
 
 _copy_notebooks()
+
+
+def _short_array_like(app, what, name, obj, options, signature, return_annotation):
+    """Shows ``ArrayLike`` where a signature spells out its union: the ``jxent.losses`` dataclasses keep evaluated
+    annotations, which ``autodoc_type_aliases`` does not reach."""
+    from jax.typing import ArrayLike
+    from sphinx.util.typing import stringify_annotation
+
+    spellings = [stringify_annotation(ArrayLike, mode) for mode in ("smart", "fully-qualified-except-typing")]
+
+    def shorten(text):
+        for spelled in spellings:
+            text = text.replace(spelled, "ArrayLike")
+        return text
+
+    return (signature and shorten(signature)), (return_annotation and shorten(return_annotation))
+
+
+def setup(app):
+    app.connect("autodoc-process-signature", _short_array_like)
