@@ -30,14 +30,14 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-
-import jxent
 import optax
 
-jax.config.update('jax_enable_x64', True)  # float64 keeps the gradient checks tight
-plt.rcParams.update({'figure.dpi': 100, 'axes.grid': True, 'grid.alpha': 0.3})
+import jxent
+
+jax.config.update("jax_enable_x64", True)  # float64 keeps the gradient checks tight
+plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3})
 rng = np.random.default_rng(0)
-print(f'jax {jax.__version__}, jxent {jxent.__version__}, backend: {jax.default_backend()}')
+print(f"jax {jax.__version__}, jxent {jxent.__version__}, backend: {jax.default_backend()}")
 
 # %% [markdown]
 # ## 2.1 The gradient of binary cross-entropy: $\sigma(z) - y$
@@ -69,7 +69,7 @@ print(f'jax {jax.__version__}, jxent {jxent.__version__}, backend: {jax.default_
 # %%
 sigmoid = jax.nn.sigmoid
 z = rng.normal(size=12) * 4.0
-y = rng.uniform(size=12)                      # soft labels in [0, 1]
+y = rng.uniform(size=12)  # soft labels in [0, 1]
 y_hard = (rng.uniform(size=12) < 0.5).astype(float)
 
 # sigma'(z) = sigma(z) (1 - sigma(z))
@@ -95,7 +95,7 @@ np.testing.assert_allclose(grad_chain, sigmoid(z) - y, rtol=1e-8, atol=1e-12)
 
 # optax gives the same numbers on finite logits (jxent is a drop-in replacement).
 np.testing.assert_allclose(loss, optax.losses.sigmoid_binary_cross_entropy(z, y), rtol=1e-12)
-print('sigma(z) - y checked (soft labels, pos_weight, probability form)')
+print("sigma(z) - y checked (soft labels, pos_weight, probability form)")
 
 
 # %% [markdown]
@@ -114,36 +114,41 @@ print('sigma(z) - y checked (soft labels, pos_weight, probability form)')
 # cancels that factor exactly, so its gradient tends to $-1$, its largest magnitude. (This is the argument of
 # Goodfellow, Bengio and Courville, *Deep Learning*, §6.2.2.)
 
+
 # %%
 def mse(z, y):
     return (sigmoid(z) - y) ** 2
+
 
 zs = np.linspace(-10, 10, 401)
 ones = np.ones_like(zs)
 ce_grad = jax.jit(jax.vmap(jax.grad(lambda z: jxent.sigmoid_binary_cross_entropy(z, 1.0))))(zs)
 mse_grad = jax.jit(jax.vmap(jax.grad(lambda z: mse(z, 1.0))))(zs)
 np.testing.assert_allclose(ce_grad, sigmoid(zs) - 1, rtol=1e-10, atol=1e-15)
-np.testing.assert_allclose(mse_grad, 2 * (sigmoid(zs) - 1) * sigmoid(zs) * (1 - sigmoid(zs)),
-                           rtol=1e-10, atol=1e-15)
+np.testing.assert_allclose(mse_grad, 2 * (sigmoid(zs) - 1) * sigmoid(zs) * (1 - sigmoid(zs)), rtol=1e-10, atol=1e-15)
 for z0 in (-2.0, -5.0, -10.0):
     i = np.argmin(np.abs(zs - z0))
-    print(f'y = 1, z = {z0:6.1f}:  dCE/dz = {float(ce_grad[i]):+.4f}   dMSE/dz = {float(mse_grad[i]):+.6f}')
+    print(f"y = 1, z = {z0:6.1f}:  dCE/dz = {float(ce_grad[i]):+.4f}   dMSE/dz = {float(mse_grad[i]):+.6f}")
 i = np.argmin(np.abs(zs + 10))
 assert abs(ce_grad[i]) > 0.99 and abs(mse_grad[i]) < 1e-3
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-axes[0].plot(zs, jxent.sigmoid_binary_cross_entropy(zs, ones), label='cross-entropy')
-axes[0].plot(zs, mse(zs, ones), label='squared error $(\\sigma(z) - 1)^2$')
-axes[0].set(xlabel='logit z (true label y = 1)', ylabel='loss', title='Loss for a positive example',
-            ylim=(0, 5))
-axes[1].plot(zs, np.abs(ce_grad), label='cross-entropy: $|\\sigma(z) - 1|$')
-axes[1].plot(zs, np.abs(mse_grad), label='squared error: $|2(\\sigma - 1)\\sigma(1 - \\sigma)|$')
-axes[1].set(xlabel='logit z (true label y = 1)', ylabel='|d loss / dz|', title='Gradient magnitude')
+axes[0].plot(zs, jxent.sigmoid_binary_cross_entropy(zs, ones), label="cross-entropy")
+axes[0].plot(zs, mse(zs, ones), label="squared error $(\\sigma(z) - 1)^2$")
+axes[0].set(xlabel="logit z (true label y = 1)", ylabel="loss", title="Loss for a positive example", ylim=(0, 5))
+axes[1].plot(zs, np.abs(ce_grad), label="cross-entropy: $|\\sigma(z) - 1|$")
+axes[1].plot(zs, np.abs(mse_grad), label="squared error: $|2(\\sigma - 1)\\sigma(1 - \\sigma)|$")
+axes[1].set(xlabel="logit z (true label y = 1)", ylabel="|d loss / dz|", title="Gradient magnitude")
 for ax in axes:
-    ax.axvspan(-10, -3, color='tab:red', alpha=0.08)
+    ax.axvspan(-10, -3, color="tab:red", alpha=0.08)
     ax.legend(fontsize=9)
-axes[1].annotate('confidently wrong:\nMSE gradient vanishes', xy=(-7, 0.02), xytext=(-9.5, 0.45), fontsize=9,
-                 arrowprops=dict(arrowstyle='->'))
+axes[1].annotate(
+    "confidently wrong:\nMSE gradient vanishes",
+    xy=(-7, 0.02),
+    xytext=(-9.5, 0.45),
+    fontsize=9,
+    arrowprops=dict(arrowstyle="->"),
+)
 fig.tight_layout()
 plt.show()
 
@@ -168,7 +173,7 @@ plt.show()
 
 # %%
 margins = np.linspace(-3, 4, 701)
-z = margins                      # take t = +1 (y = 1), so m = z
+z = margins  # take t = +1 (y = 1), so m = z
 ce = jxent.sigmoid_binary_cross_entropy(z, np.ones_like(z))
 hinge = optax.losses.hinge_loss(z, np.ones_like(z))
 
@@ -176,8 +181,9 @@ hinge = optax.losses.hinge_loss(z, np.ones_like(z))
 for y in (0.0, 1.0):
     t = 2 * y - 1
     zz = rng.normal(size=50) * 3
-    np.testing.assert_allclose(jxent.sigmoid_binary_cross_entropy(zz, np.full(50, y)),
-                               jax.nn.softplus(-t * zz), rtol=1e-12)
+    np.testing.assert_allclose(
+        jxent.sigmoid_binary_cross_entropy(zz, np.full(50, y)), jax.nn.softplus(-t * zz), rtol=1e-12
+    )
 np.testing.assert_allclose(hinge, np.maximum(0.0, 1.0 - margins), atol=1e-15)
 ce_grad = jax.jit(jax.vmap(jax.grad(lambda m: jxent.sigmoid_binary_cross_entropy(m, 1.0))))(margins)
 hinge_grad = jax.jit(jax.vmap(jax.grad(lambda m: optax.losses.hinge_loss(m, 1.0))))(margins)
@@ -186,16 +192,16 @@ np.testing.assert_allclose(hinge_grad[margins < 0.99], -1.0)
 np.testing.assert_allclose(hinge_grad[margins > 1.01], 0.0)
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-axes[0].plot(margins, (margins <= 0).astype(float), color='gray', lw=1, label='0-1 loss')
-axes[0].plot(margins, hinge, label='hinge  max(0, 1 - m)')
-axes[0].plot(margins, ce, label='cross-entropy (nats)  log(1 + e$^{-m}$)')
-axes[0].plot(margins, ce / np.log(2), ls='--', label='cross-entropy (bits)')
-axes[0].set(xlabel='margin m = t z', ylabel='loss', title='Losses', ylim=(-0.1, 4.2))
-axes[1].plot(margins, hinge_grad, label='hinge')
-axes[1].plot(margins, ce_grad, label='cross-entropy: $-\\sigma(-m)$')
-axes[1].set(xlabel='margin m = t z', ylabel='d loss / dm', title='Gradients')
+axes[0].plot(margins, (margins <= 0).astype(float), color="gray", lw=1, label="0-1 loss")
+axes[0].plot(margins, hinge, label="hinge  max(0, 1 - m)")
+axes[0].plot(margins, ce, label="cross-entropy (nats)  log(1 + e$^{-m}$)")
+axes[0].plot(margins, ce / np.log(2), ls="--", label="cross-entropy (bits)")
+axes[0].set(xlabel="margin m = t z", ylabel="loss", title="Losses", ylim=(-0.1, 4.2))
+axes[1].plot(margins, hinge_grad, label="hinge")
+axes[1].plot(margins, ce_grad, label="cross-entropy: $-\\sigma(-m)$")
+axes[1].set(xlabel="margin m = t z", ylabel="d loss / dm", title="Gradients")
 for ax in axes:
-    ax.axvline(0, color='k', lw=0.5)
+    ax.axvline(0, color="k", lw=0.5)
     ax.legend(fontsize=9)
 fig.tight_layout()
 plt.show()
@@ -214,24 +220,24 @@ plt.show()
 # $-\log(1 - \sigma(z))$ is `inf`, while the exact loss is $\operatorname{softplus}(100) = 100$.
 
 # %%
-print(f'optax {optax.__version__}')
+print(f"optax {optax.__version__}")
 print(f"{'logit':>6} {'label':>6} {'jxent loss':>11} {'optax loss':>11} {'jxent grad':>11}")
 z = jnp.array([-jnp.inf, -jnp.inf, jnp.inf, jnp.inf])
 y = jnp.array([0.0, 1.0, 0.0, 1.0])
 ours = jxent.sigmoid_binary_cross_entropy(z, y)
 theirs = optax.losses.sigmoid_binary_cross_entropy(z, y)
 grads = jax.grad(lambda z: jxent.sigmoid_binary_cross_entropy(z, y).sum())(z)
-for row in zip(z, y, ours, theirs, grads):
-    print('{:>6} {:>6} {:>11} {:>11} {:>11}'.format(*(str(float(v)) for v in row)))
+for row in zip(z, y, ours, theirs, grads, strict=True):
+    print("{:>6} {:>6} {:>11} {:>11} {:>11}".format(*(str(float(v)) for v in row)))
 
-np.testing.assert_array_equal(ours, [0.0, np.inf, np.inf, 0.0])     # the exact limits, no NaN
-np.testing.assert_array_equal(grads, [0.0, -1.0, 1.0, 0.0])          # sigma(z) - y at z = -inf, +inf
-focal = jxent.sigmoid_focal_loss(z, y)                                # the focal loss inherits the limits
+np.testing.assert_array_equal(ours, [0.0, np.inf, np.inf, 0.0])  # the exact limits, no NaN
+np.testing.assert_array_equal(grads, [0.0, -1.0, 1.0, 0.0])  # sigma(z) - y at z = -inf, +inf
+focal = jxent.sigmoid_focal_loss(z, y)  # the focal loss inherits the limits
 np.testing.assert_array_equal(focal, [0.0, np.inf, np.inf, 0.0])
 
 z32 = jnp.array([100.0, -100.0], dtype=jnp.float32)
 y32 = jnp.array([0.0, 1.0], dtype=jnp.float32)
 naive = -(y32 * jnp.log(sigmoid(z32)) + (1 - y32) * jnp.log(1 - sigmoid(z32)))
 stable = jxent.sigmoid_binary_cross_entropy(z32, y32)
-print(f'\nfloat32, z = +-100, wrong label:  naive = {np.asarray(naive)},  jxent = {np.asarray(stable)}')
+print(f"\nfloat32, z = +-100, wrong label:  naive = {np.asarray(naive)},  jxent = {np.asarray(stable)}")
 assert np.isinf(naive).any() and np.allclose(stable, 100.0)

@@ -35,10 +35,10 @@ import numpy as np
 
 import jxent
 
-jax.config.update('jax_enable_x64', True)  # float64 keeps the gradient checks tight
-plt.rcParams.update({'figure.dpi': 100, 'axes.grid': True, 'grid.alpha': 0.3})
+jax.config.update("jax_enable_x64", True)  # float64 keeps the gradient checks tight
+plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3})
 rng = np.random.default_rng(0)
-print(f'jax {jax.__version__}, jxent {jxent.__version__}, backend: {jax.default_backend()}')
+print(f"jax {jax.__version__}, jxent {jxent.__version__}, backend: {jax.default_backend()}")
 
 
 # %% [markdown]
@@ -63,6 +63,7 @@ print(f'jax {jax.__version__}, jxent {jxent.__version__}, backend: {jax.default_
 # $\gamma p_t \log p_t \le 0$ slightly *enlarges* it for badly classified ones (small $p_t$, where
 # $(1 - p_t)^\gamma \approx 1$); see the right panel of the plot in 3.3.
 
+
 # %%
 def sigmoid_focal_grad_by_hand(z, y, gamma, alpha=None):
     s = 2 * y - 1
@@ -70,12 +71,14 @@ def sigmoid_focal_grad_by_hand(z, y, gamma, alpha=None):
     alpha_t = 1.0 if alpha is None else alpha * y + (1 - alpha) * (1 - y)
     return alpha_t * s * (1 - p_t) ** gamma * (gamma * p_t * jnp.log(p_t) - (1 - p_t))
 
+
 @jax.jit
 def autodiff(z, y, gamma, alpha):
     loss = lambda z: jxent.sigmoid_focal_loss(z, y, alpha=alpha, gamma=gamma)
-    reverse = jax.grad(lambda z: loss(z).sum())(z)         # reverse mode: gradient of the sum
-    forward = jnp.diag(jax.jacfwd(loss)(z))                 # forward mode: the (diagonal) Jacobian
+    reverse = jax.grad(lambda z: loss(z).sum())(z)  # reverse mode: gradient of the sum
+    forward = jnp.diag(jax.jacfwd(loss)(z))  # forward mode: the (diagonal) Jacobian
     return reverse, forward
+
 
 z = rng.normal(size=16) * 3.0
 y = (rng.uniform(size=16) < 0.5).astype(float)
@@ -87,9 +90,10 @@ for gamma in (0.0, 0.5, 1.0, 2.0, 5.0):
 
 # gamma = 0, no alpha: plain binary cross-entropy, gradient sigma(z) - y.
 np.testing.assert_allclose(sigmoid_focal_grad_by_hand(z, y, 0.0), jax.nn.sigmoid(z) - y, rtol=1e-12)
-np.testing.assert_allclose(jxent.sigmoid_focal_loss(z, y, gamma=0.0), jxent.sigmoid_binary_cross_entropy(z, y),
-                           rtol=1e-12)
-print('sigmoid focal gradient checked for gamma in {0, 0.5, 1, 2, 5}, alpha in {None, 0.25}')
+np.testing.assert_allclose(
+    jxent.sigmoid_focal_loss(z, y, gamma=0.0), jxent.sigmoid_binary_cross_entropy(z, y), rtol=1e-12
+)
+print("sigmoid focal gradient checked for gamma in {0, 0.5, 1, 2, 5}, alpha in {None, 0.25}")
 
 
 # %% [markdown]
@@ -107,6 +111,7 @@ print('sigmoid focal gradient checked for gamma in {0, 0.5, 1, 2, 5}, alpha in {
 # It is the cross-entropy gradient $p - e_y$ scaled by one positive number per example. $\alpha$ may be a
 # vector of per-class weights.
 
+
 # %%
 def softmax_focal_grad_by_hand(z, labels, gamma, alpha=None):
     p = jxent.softmax(z)
@@ -116,17 +121,20 @@ def softmax_focal_grad_by_hand(z, labels, gamma, alpha=None):
     scale = alpha_y * (1 - p_y) ** gamma * (1 - gamma * p_y * jnp.log(p_y) / (1 - p_y))
     return scale * (p - onehot)
 
+
 K = 6
 Z = rng.normal(size=(8, K)) * 2.0
 labels = rng.integers(0, K, size=8)
 class_alpha = rng.uniform(0.2, 1.0, size=K)
 
+
 @jax.jit
 def autodiff(z, labels, gamma, alpha):
     loss = lambda z: jxent.softmax_focal_loss(z, labels, alpha=alpha, gamma=gamma)
     reverse = jax.grad(lambda z: loss(z).sum())(z)
-    forward = jnp.einsum('iik->ik', jax.jacfwd(loss)(z))   # [8, 8, K]: example i only moves loss i
+    forward = jnp.einsum("iik->ik", jax.jacfwd(loss)(z))  # [8, 8, K]: example i only moves loss i
     return reverse, forward
+
 
 for gamma in (0.0, 0.5, 1.0, 2.0, 5.0):
     for alpha in (None, class_alpha):
@@ -135,9 +143,12 @@ for gamma in (0.0, 0.5, 1.0, 2.0, 5.0):
             np.testing.assert_allclose(autodiff_grad, by_hand, rtol=1e-9, atol=1e-14)
 
 # gamma = 0 without alpha is softmax cross-entropy.
-np.testing.assert_allclose(jxent.softmax_focal_loss(Z, labels, gamma=0.0),
-                           jxent.softmax_cross_entropy_with_integer_labels(Z, labels), rtol=1e-12)
-print('softmax focal gradient checked for gamma in {0, 0.5, 1, 2, 5}, with and without per-class alpha')
+np.testing.assert_allclose(
+    jxent.softmax_focal_loss(Z, labels, gamma=0.0),
+    jxent.softmax_cross_entropy_with_integer_labels(Z, labels),
+    rtol=1e-12,
+)
+print("softmax focal gradient checked for gamma in {0, 0.5, 1, 2, 5}, with and without per-class alpha")
 
 # %% [markdown]
 # ## 3.3 Loss against the probability of the true class
@@ -153,31 +164,44 @@ p_t = np.linspace(1e-3, 1 - 1e-4, 2000)
 logit = np.log(p_t) - np.log1p(-p_t)
 gammas = (0.0, 0.5, 1.0, 2.0, 5.0)
 
+
 @jax.jit
 def loss_and_grad(z, gamma):
     loss = lambda z: jxent.sigmoid_focal_loss(z, jnp.ones_like(z), gamma=gamma)
-    return loss(z), jax.grad(lambda z: loss(z).sum())(z)     # elementwise loss, so this is d loss_i / d z_i
+    return loss(z), jax.grad(lambda z: loss(z).sum())(z)  # elementwise loss, so this is d loss_i / d z_i
+
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
 for gamma in gammas:
     loss, grad = loss_and_grad(logit, gamma)
-    np.testing.assert_allclose(loss, -(1 - p_t) ** gamma * np.log(p_t), rtol=1e-8)
-    label = 'CE ($\\gamma = 0$)' if gamma == 0 else f'$\\gamma = {gamma:g}$'
+    np.testing.assert_allclose(loss, -((1 - p_t) ** gamma) * np.log(p_t), rtol=1e-8)
+    label = "CE ($\\gamma = 0$)" if gamma == 0 else f"$\\gamma = {gamma:g}$"
     axes[0].plot(p_t, loss, lw=2, label=label)
     axes[1].plot(p_t, np.abs(grad), lw=2, label=label)
-axes[0].set(xlabel='probability of the true class $p_t$', ylabel='loss', ylim=(0, 5), xlim=(0, 1),
-            title='$\\mathrm{FL}(p_t) = -(1 - p_t)^\\gamma \\log p_t$')
-axes[0].axvspan(0.6, 1.0, color='tab:green', alpha=0.08)
-axes[0].text(0.8, 3.0, 'well-classified\nexamples', ha='center', fontsize=10)
-axes[1].set(xlabel='probability of the true class $p_t$', ylabel='|d loss / d logit|', xlim=(0, 1),
-            title='Gradient with respect to the logit')
+axes[0].set(
+    xlabel="probability of the true class $p_t$",
+    ylabel="loss",
+    ylim=(0, 5),
+    xlim=(0, 1),
+    title="$\\mathrm{FL}(p_t) = -(1 - p_t)^\\gamma \\log p_t$",
+)
+axes[0].axvspan(0.6, 1.0, color="tab:green", alpha=0.08)
+axes[0].text(0.8, 3.0, "well-classified\nexamples", ha="center", fontsize=10)
+axes[1].set(
+    xlabel="probability of the true class $p_t$",
+    ylabel="|d loss / d logit|",
+    xlim=(0, 1),
+    title="Gradient with respect to the logit",
+)
 for ax in axes:
     ax.legend()
 fig.tight_layout()
 plt.show()
 
-ratio = lambda p, g: float(jxent.sigmoid_focal_loss(np.log(p / (1 - p)), 1.0, gamma=g)
-                           / jxent.sigmoid_focal_loss(np.log(p / (1 - p)), 1.0, gamma=0.0))
+ratio = lambda p, g: float(
+    jxent.sigmoid_focal_loss(np.log(p / (1 - p)), 1.0, gamma=g)
+    / jxent.sigmoid_focal_loss(np.log(p / (1 - p)), 1.0, gamma=0.0)
+)
 np.testing.assert_allclose([ratio(0.9, 2.0), ratio(0.1, 2.0)], [0.01, 0.81], rtol=1e-10)
 
 # %% [markdown]
@@ -199,28 +223,34 @@ y = np.concatenate([np.zeros(n_neg), np.ones(n_pos)])
 
 # alpha_t multiplies the unweighted loss: alpha for y = 1, 1 - alpha for y = 0.
 for gamma in (0.0, 2.0):
-    np.testing.assert_allclose(jxent.sigmoid_focal_loss(z, y, alpha=0.25, gamma=gamma),
-                               np.where(y == 1, 0.25, 0.75) * jxent.sigmoid_focal_loss(z, y, gamma=gamma),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        jxent.sigmoid_focal_loss(z, y, alpha=0.25, gamma=gamma),
+        np.where(y == 1, 0.25, 0.75) * jxent.sigmoid_focal_loss(z, y, gamma=gamma),
+        rtol=1e-12,
+    )
 
-settings = [('CE', 0.0, None), ('CE, $\\alpha$=0.25', 0.0, 0.25),
-            ('FL $\\gamma$=2', 2.0, None), ('FL $\\gamma$=2, $\\alpha$=0.25', 2.0, 0.25)]
+settings = [
+    ("CE", 0.0, None),
+    ("CE, $\\alpha$=0.25", 0.0, 0.25),
+    ("FL $\\gamma$=2", 2.0, None),
+    ("FL $\\gamma$=2, $\\alpha$=0.25", 2.0, 0.25),
+]
 shares = []
 print(f"{'setting':<24} {'negatives':>10} {'positives':>10} {'positive share':>15}")
 for name, gamma, alpha in settings:
     loss = jxent.sigmoid_focal_loss(z, y, alpha=alpha, gamma=gamma)
     neg, pos = float(loss[:n_neg].sum()), float(loss[n_neg:].sum())
     shares.append(pos / (neg + pos))
-    print(f'{name.replace("$", "").replace(chr(92), ""):<24} {neg:10.3f} {pos:10.3f} {shares[-1]:15.1%}')
+    print(f"{name.replace('$', '').replace(chr(92), ''):<24} {neg:10.3f} {pos:10.3f} {shares[-1]:15.1%}")
 assert shares[0] < 0.25 and shares[2] > 0.9
 
 fig, ax = plt.subplots(figsize=(7.5, 3.4))
 names = [s[0] for s in settings]
-ax.barh(names, 1 - np.array(shares), color='tab:gray', label='1000 easy negatives')
-ax.barh(names, shares, left=1 - np.array(shares), color='tab:red', label='10 hard positives')
-ax.set(xlim=(0, 1), xlabel='share of the total loss', title='Who contributes the loss?')
+ax.barh(names, 1 - np.array(shares), color="tab:gray", label="1000 easy negatives")
+ax.barh(names, shares, left=1 - np.array(shares), color="tab:red", label="10 hard positives")
+ax.set(xlim=(0, 1), xlabel="share of the total loss", title="Who contributes the loss?")
 ax.invert_yaxis()
-ax.legend(loc='lower left', fontsize=9)
+ax.legend(loc="lower left", fontsize=9)
 fig.tight_layout()
 plt.show()
 

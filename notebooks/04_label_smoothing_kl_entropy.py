@@ -32,10 +32,10 @@ import numpy as np
 
 import jxent
 
-jax.config.update('jax_enable_x64', True)  # float64 keeps the gradient checks tight
-plt.rcParams.update({'figure.dpi': 100, 'axes.grid': True, 'grid.alpha': 0.3})
+jax.config.update("jax_enable_x64", True)  # float64 keeps the gradient checks tight
+plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3})
 rng = np.random.default_rng(0)
-print(f'jax {jax.__version__}, jxent {jxent.__version__}, backend: {jax.default_backend()}')
+print(f"jax {jax.__version__}, jxent {jxent.__version__}, backend: {jax.default_backend()}")
 
 # %% [markdown]
 # ## 4.1 Cross-entropy = entropy + KL divergence
@@ -59,24 +59,25 @@ print(f'jax {jax.__version__}, jxent {jxent.__version__}, backend: {jax.default_
 K = 7
 Z = rng.normal(size=(5, K)) * 2.0
 T = rng.dirichlet(np.ones(K) * 0.7, size=5)
-T[0] = np.eye(K)[3]                             # a one-hot row: H = 0, CE = KL
+T[0] = np.eye(K)[3]  # a one-hot row: H = 0, CE = KL
 T[1, :3] = 0.0
-T[1] /= T[1].sum()                              # a row with some zero probabilities
+T[1] /= T[1].sum()  # a row with some zero probabilities
 log_q = jxent.log_softmax(Z)
 
 ce = jxent.softmax_cross_entropy(Z, T)
 h = jxent.entropy(T)
-kl = jxent.kl_divergence(log_q, T)              # optax's argument order: log-predictions, then targets
+kl = jxent.kl_divergence(log_q, T)  # optax's argument order: log-predictions, then targets
 np.testing.assert_allclose(ce, h + kl, rtol=1e-12)
-np.testing.assert_allclose(kl, np.sum(np.where(T > 0, T * (np.log(np.where(T > 0, T, 1.0)) - log_q), 0.0), -1),
-                           rtol=1e-12)
+np.testing.assert_allclose(
+    kl, np.sum(np.where(T > 0, T * (np.log(np.where(T > 0, T, 1.0)) - log_q), 0.0), -1), rtol=1e-12
+)
 assert np.all(kl >= 0) and h[0] == 0.0
-np.testing.assert_allclose(jxent.kl_divergence(jnp.log(T[2]), T[2]), 0.0, atol=1e-15)   # KL(t || t) = 0
+np.testing.assert_allclose(jxent.kl_divergence(jnp.log(T[2]), T[2]), 0.0, atol=1e-15)  # KL(t || t) = 0
 np.testing.assert_allclose(jxent.softmax_cross_entropy(jnp.log(T[2]), T[2]), h[2], rtol=1e-12)  # min CE = H(t)
 # Gradient of the entropy: -(log p + 1).
 np.testing.assert_allclose(jax.grad(jxent.entropy)(T[2]), -(np.log(T[2]) + 1), rtol=1e-12)
-for row in zip(ce, h, kl):
-    print('CE = {:.4f} = H {:.4f} + KL {:.4f}'.format(*map(float, row)))
+for row in zip(ce, h, kl, strict=True):
+    print("CE = {:.4f} = H {:.4f} + KL {:.4f}".format(*map(float, row)))
 
 # %% [markdown]
 # ## 4.2 Label smoothing and its gradient
@@ -113,10 +114,11 @@ np.testing.assert_allclose(jax.jit(jax.jacfwd(loss))(Z), jxent.softmax(Z) - q, r
 smoothed = jxent.softmax_cross_entropy_with_integer_labels(Z, labels, label_smoothing=eps)
 from_smoothed_targets = jxent.softmax_cross_entropy(Z, jxent.smooth_labels(onehot, eps))
 np.testing.assert_allclose(smoothed, from_smoothed_targets, rtol=1e-12)
-mixture = ((1 - eps) * jxent.softmax_cross_entropy_with_integer_labels(Z, labels)
-           + eps * jxent.softmax_cross_entropy(Z, np.full((6, K), 1 / K)))
+mixture = (1 - eps) * jxent.softmax_cross_entropy_with_integer_labels(Z, labels) + eps * jxent.softmax_cross_entropy(
+    Z, np.full((6, K), 1 / K)
+)
 np.testing.assert_allclose(smoothed, mixture, rtol=1e-12)
-print('p - q checked; smoothed targets of row 0:', np.round(q[0], 3))
+print("p - q checked; smoothed targets of row 0:", np.round(q[0], 3))
 
 
 # %% [markdown]
@@ -133,38 +135,50 @@ print('p - q checked; smoothed targets of row 0:', np.round(q[0], 3))
 # a finite gap, and by 4.1 the minimum loss is $H(q)$. We check both: the gradient vanishes at
 # $z^\star = \log q$, and plain gradient descent from $z = 0$ converges to the predicted gap.
 
+
 # %%
 def optimal_gap(eps, K):
     return np.log((1 - eps + eps / K) / (eps / K))
+
 
 K, eps, y = 10, 0.1, 3
 q = (1 - eps) * np.eye(K)[y] + eps / K
 loss = lambda z: jxent.softmax_cross_entropy_with_integer_labels(z, y, label_smoothing=eps)
 
 z_star = np.log(q)
-np.testing.assert_allclose(jax.grad(loss)(z_star), 0.0, atol=1e-14)            # stationary at p = q
-np.testing.assert_allclose(loss(z_star), jxent.entropy(q), rtol=1e-12)          # minimum value H(q)
+np.testing.assert_allclose(jax.grad(loss)(z_star), 0.0, atol=1e-14)  # stationary at p = q
+np.testing.assert_allclose(loss(z_star), jxent.entropy(q), rtol=1e-12)  # minimum value H(q)
+
 
 @jax.jit
 def descend(z):
     return jax.lax.fori_loop(0, 3000, lambda _, z: z - 1.0 * jax.grad(loss)(z), z)
 
+
 z_opt = descend(jnp.zeros(K))
 gap = float(z_opt[y] - jnp.max(jnp.delete(z_opt, y)))
-print(f'K = {K}, eps = {eps}: gap after gradient descent = {gap:.5f}, formula = {optimal_gap(eps, K):.5f}')
+print(f"K = {K}, eps = {eps}: gap after gradient descent = {gap:.5f}, formula = {optimal_gap(eps, K):.5f}")
 np.testing.assert_allclose(gap, optimal_gap(eps, K), rtol=1e-6)
 
 # %%
 eps_grid = np.logspace(-4, np.log10(0.5), 300)
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 for K in (2, 10, 100, 32_000):
-    axes[0].plot(eps_grid, optimal_gap(eps_grid, K), lw=2, label=f'K = {K:,}')
-    axes[1].plot(eps_grid, 1 - eps_grid + eps_grid / K, lw=2, label=f'K = {K:,}')
-axes[0].plot([0.1], [optimal_gap(0.1, 10)], 'ko', label='gradient descent, K = 10')
-axes[0].set(xscale='log', xlabel='label smoothing $\\varepsilon$', ylabel='$z_y^\\star - z_c^\\star$',
-            title='Optimal logit gap $\\log\\frac{1 - \\varepsilon + \\varepsilon/K}{\\varepsilon/K}$')
-axes[1].set(xscale='log', xlabel='label smoothing $\\varepsilon$', ylabel='$p_y^\\star$',
-            title='Optimal probability of the true class $1 - \\varepsilon + \\varepsilon / K$')
+    axes[0].plot(eps_grid, optimal_gap(eps_grid, K), lw=2, label=f"K = {K:,}")
+    axes[1].plot(eps_grid, 1 - eps_grid + eps_grid / K, lw=2, label=f"K = {K:,}")
+axes[0].plot([0.1], [optimal_gap(0.1, 10)], "ko", label="gradient descent, K = 10")
+axes[0].set(
+    xscale="log",
+    xlabel="label smoothing $\\varepsilon$",
+    ylabel="$z_y^\\star - z_c^\\star$",
+    title="Optimal logit gap $\\log\\frac{1 - \\varepsilon + \\varepsilon/K}{\\varepsilon/K}$",
+)
+axes[1].set(
+    xscale="log",
+    xlabel="label smoothing $\\varepsilon$",
+    ylabel="$p_y^\\star$",
+    title="Optimal probability of the true class $1 - \\varepsilon + \\varepsilon / K$",
+)
 for ax in axes:
     ax.legend(fontsize=9)
 fig.tight_layout()
@@ -192,7 +206,7 @@ plt.show()
 
 # %%
 K, lam = 8, 1e-2
-Z = rng.normal(size=(5, K)) * 3.0 + 4.0          # shifted so that lse(z) is far from 0
+Z = rng.normal(size=(5, K)) * 3.0 + 4.0  # shifted so that lse(z) is far from 0
 labels = rng.integers(0, K, size=5)
 P, lse = jxent.softmax(Z), jxent.logsumexp(Z)
 
@@ -200,11 +214,13 @@ loss = lambda z: jxent.softmax_cross_entropy_with_integer_labels(z, labels, z_lo
 by_hand = P - np.eye(K)[labels] + 2 * lam * lse[:, None] * P
 grad = jax.jit(jax.grad(loss))(Z)
 np.testing.assert_allclose(grad, by_hand, rtol=1e-10, atol=1e-14)
-np.testing.assert_allclose(grad.sum(-1), 2 * lam * lse, rtol=1e-10)   # along the shift direction
+np.testing.assert_allclose(grad.sum(-1), 2 * lam * lse, rtol=1e-10)  # along the shift direction
 np.testing.assert_allclose(
     jxent.softmax_cross_entropy_with_integer_labels(Z, labels, z_loss=lam),
-    jxent.softmax_cross_entropy_with_integer_labels(Z, labels) + lam * lse**2, rtol=1e-12)
-print('z-loss gradient checked; lse of the rows:', np.round(lse, 3))
+    jxent.softmax_cross_entropy_with_integer_labels(Z, labels) + lam * lse**2,
+    rtol=1e-12,
+)
+print("z-loss gradient checked; lse of the rows:", np.round(lse, 3))
 
 # %% [markdown]
 # ## 4.5 Logit soft-capping
@@ -242,16 +258,16 @@ np.testing.assert_allclose(jax.jit(jax.jacfwd(loss))(Z), by_hand, rtol=1e-9, ato
 edge = jnp.array([-jnp.inf, jnp.inf])
 np.testing.assert_array_equal(jxent.soft_cap(edge, cap), [-np.inf, cap])
 np.testing.assert_array_equal(soft_cap_derivative(edge, cap), [0.0, 0.0])
-print('soft-capping gradient checked')
+print("soft-capping gradient checked")
 
 zs = np.linspace(-60, 60, 601)
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-axes[0].plot(zs, zs, color='gray', ls=':', label='no cap')
+axes[0].plot(zs, zs, color="gray", ls=":", label="no cap")
 for c in (5.0, 15.0, 30.0):
-    axes[0].plot(zs, jxent.soft_cap(zs, c), lw=2, label=f'cap = {c:g}')
-    axes[1].plot(zs, soft_cap_derivative(zs, c), lw=2, label=f'cap = {c:g}')
-axes[0].set(xlabel='logit z', ylabel='cap tanh(z / cap)', title='jxent.soft_cap', ylim=(-40, 40))
-axes[1].set(xlabel='logit z', ylabel='derivative', title='$1 - \\tanh^2(z / \\mathrm{cap})$')
+    axes[0].plot(zs, jxent.soft_cap(zs, c), lw=2, label=f"cap = {c:g}")
+    axes[1].plot(zs, soft_cap_derivative(zs, c), lw=2, label=f"cap = {c:g}")
+axes[0].set(xlabel="logit z", ylabel="cap tanh(z / cap)", title="jxent.soft_cap", ylim=(-40, 40))
+axes[1].set(xlabel="logit z", ylabel="derivative", title="$1 - \\tanh^2(z / \\mathrm{cap})$")
 for ax in axes:
     ax.legend(fontsize=9)
 fig.tight_layout()

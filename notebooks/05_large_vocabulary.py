@@ -34,13 +34,13 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-
-import jxent
 from jax import lax
 
-plt.rcParams.update({'figure.dpi': 100, 'axes.grid': True, 'grid.alpha': 0.3})
+import jxent
+
+plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3})
 rng = np.random.default_rng(0)
-print(f'jax {jax.__version__}, jxent {jxent.__version__}, backend: {jax.default_backend()}')
+print(f"jax {jax.__version__}, jxent {jxent.__version__}, backend: {jax.default_backend()}")
 
 
 # %% [markdown]
@@ -75,10 +75,12 @@ print(f'jax {jax.__version__}, jxent {jxent.__version__}, backend: {jax.default_
 # them instead of storing them. That version is five lines of JAX, and we use it below as an
 # **illustration** (it is not jxent's implementation).
 
+
 # %%
 def naive_loss(h, W, labels):
     # Materialises the [N, V] logits.
-    return jxent.softmax_cross_entropy_with_integer_labels(h @ W, labels, reduction='mean')
+    return jxent.softmax_cross_entropy_with_integer_labels(h @ W, labels, reduction="mean")
+
 
 def chunked_loss_illustration(h, W, labels, chunk=256):
     # ILLUSTRATION: token-chunked loss; each [chunk, V] block is recomputed in the backward pass.
@@ -88,26 +90,23 @@ def chunked_loss_illustration(h, W, labels, chunk=256):
     @jax.checkpoint
     def block_loss(block):
         h_block, labels_block = block
-        return jxent.softmax_cross_entropy_with_integer_labels(h_block @ W, labels_block, reduction='sum')
+        return jxent.softmax_cross_entropy_with_integer_labels(h_block @ W, labels_block, reduction="sum")
 
     return jnp.sum(lax.map(block_loss, blocks)) / n
 
-HAS_FUSED = hasattr(jxent, 'linear_softmax_cross_entropy')
-print('jxent.linear_softmax_cross_entropy available:', HAS_FUSED)
-if HAS_FUSED:
-    print(jxent.linear_softmax_cross_entropy.__doc__.strip().splitlines()[0])
+
+print(jxent.linear_softmax_cross_entropy.__doc__.strip().splitlines()[0])
 
 # %% [markdown]
-# When this version of `jxent` has `jxent.linear_softmax_cross_entropy(hidden, weight, labels, *,
-# reduction=..., chunk_size=...)` (hidden states $[N, D]$, weight $[D, V]$, integer labels $[N]$), the cells
-# below check and measure it next to the naive version and the illustration; otherwise they show the naive
-# version and the illustration only.
+# jxent's version is `jxent.linear_softmax_cross_entropy(hidden, weight, labels, *, reduction=..., ...)`
+# (hidden states $[N, D]$, weight $[D, V]$, integer labels $[N]$). The cells below check and measure it next to
+# the naive version and the illustration.
+
 
 # %%
-fused_loss = None
-if HAS_FUSED:
-    def fused_loss(h, W, labels):
-        return jxent.linear_softmax_cross_entropy(h, W, labels, reduction='mean')
+def fused_loss(h, W, labels):
+    return jxent.linear_softmax_cross_entropy(h, W, labels, reduction="mean")
+
 
 # %% [markdown]
 # ## 5.2 Same loss, same gradients
@@ -121,18 +120,18 @@ h = jax.random.normal(key_h, (N, D), jnp.float32)
 W = jax.random.normal(key_w, (D, V), jnp.float32) / np.sqrt(D)
 labels = jax.random.randint(key_y, (N,), 0, V)
 
-versions = {'naive': naive_loss, 'chunked (illustration)': chunked_loss_illustration}
-if fused_loss is not None:
-    versions['jxent fused'] = fused_loss
+versions = {"naive": naive_loss, "chunked (illustration)": chunked_loss_illustration, "jxent fused": fused_loss}
 results = {name: jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))(h, W, labels) for name, fn in versions.items()}
 
-ref_loss, (ref_dh, ref_dW) = results['naive']
+ref_loss, (ref_dh, ref_dW) = results["naive"]
 for name, (loss, (dh, dW)) in results.items():
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     np.testing.assert_allclose(dh, ref_dh, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(dW, ref_dW, rtol=1e-4, atol=1e-7)
-    print(f'{name:>24}: loss {float(loss):.6f}  |dL/dh| {float(jnp.linalg.norm(dh)):.6f}  '
-          f'|dL/dW| {float(jnp.linalg.norm(dW)):.6f}')
+    print(
+        f"{name:>24}: loss {float(loss):.6f}  |dL/dh| {float(jnp.linalg.norm(dh)):.6f}  "
+        f"|dL/dW| {float(jnp.linalg.norm(dW)):.6f}"
+    )
 # dL/dZ = (softmax(Z) - onehot) / N, so dL/dh = G W^T and dL/dW = h^T G.
 G = (jxent.softmax(h @ W) - jax.nn.one_hot(labels, V)) / N
 np.testing.assert_allclose(ref_dh, G @ W.T, rtol=1e-4, atol=1e-7)
@@ -148,13 +147,17 @@ np.testing.assert_allclose(ref_dW, h.T @ G, rtol=1e-4, atol=1e-7)
 # that size is ever allocated, so $N = 4096$ tokens and $V$ up to $262\,144$ are fine on a CPU.
 # The dotted line is the size of one float32 $[N, V]$ array.
 
+
 # %%
 def temp_bytes(loss_fn, n, d, v):
-    args = (jax.ShapeDtypeStruct((n, d), jnp.float32),
-            jax.ShapeDtypeStruct((d, v), jnp.float32),
-            jax.ShapeDtypeStruct((n,), jnp.int32))
+    args = (
+        jax.ShapeDtypeStruct((n, d), jnp.float32),
+        jax.ShapeDtypeStruct((d, v), jnp.float32),
+        jax.ShapeDtypeStruct((n,), jnp.int32),
+    )
     compiled = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1))).lower(*args).compile()
     return compiled.memory_analysis().temp_size_in_bytes
+
 
 N, D = 4096, 256
 vocab_sizes = [8_192, 32_768, 131_072, 262_144]
@@ -162,28 +165,34 @@ memory = {name: [temp_bytes(fn, N, D, v) for v in vocab_sizes] for name, fn in v
 logits_bytes = [N * v * 4 for v in vocab_sizes]
 
 GiB = 2**30
-print(f"{'V':>8} " + ' '.join(f'{name:>24}' for name in memory) + f" {'one [N, V] array':>18}")
+print(f"{'V':>8} " + " ".join(f"{name:>24}" for name in memory) + f" {'one [N, V] array':>18}")
 for i, v in enumerate(vocab_sizes):
-    print(f'{v:>8,} ' + ' '.join(f'{memory[name][i] / GiB:>20.3f} GiB' for name in memory)
-          + f' {logits_bytes[i] / GiB:>14.3f} GiB')
+    print(
+        f"{v:>8,} "
+        + " ".join(f"{memory[name][i] / GiB:>20.3f} GiB" for name in memory)
+        + f" {logits_bytes[i] / GiB:>14.3f} GiB"
+    )
 
 # The naive step holds at least one [N, V] array; the chunked ones stay well below it.
-assert all(m >= b for m, b in zip(memory['naive'], logits_bytes))
-assert memory['chunked (illustration)'][-1] < memory['naive'][-1] / 4
-if 'jxent fused' in memory:
-    assert memory['jxent fused'][-1] < memory['naive'][-1] / 4
+assert all(m >= b for m, b in zip(memory["naive"], logits_bytes, strict=True))
+assert memory["chunked (illustration)"][-1] < memory["naive"][-1] / 4
+assert memory["jxent fused"][-1] < memory["naive"][-1] / 4
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 4.5))
-styles = {'naive': ('tab:red', 'o'), 'chunked (illustration)': ('tab:blue', 's'),
-          'jxent fused': ('tab:green', '^')}
+styles = {"naive": ("tab:red", "o"), "chunked (illustration)": ("tab:blue", "s"), "jxent fused": ("tab:green", "^")}
 for name, values in memory.items():
     color, marker = styles[name]
     ax.plot(vocab_sizes, np.array(values) / GiB, marker=marker, color=color, lw=2, label=name)
-ax.plot(vocab_sizes, np.array(logits_bytes) / GiB, ls=':', color='gray', label='one float32 [N, V] array')
-ax.set(xscale='log', yscale='log', xlabel='vocabulary size V', ylabel='XLA temporary memory (GiB)',
-       title=f'Loss + gradients of a linear softmax cross-entropy, N = {N:,} tokens, D = {D}')
-ax.set_xticks(vocab_sizes, [f'{v // 1024}k' for v in vocab_sizes])
+ax.plot(vocab_sizes, np.array(logits_bytes) / GiB, ls=":", color="gray", label="one float32 [N, V] array")
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="vocabulary size V",
+    ylabel="XLA temporary memory (GiB)",
+    title=f"Loss + gradients of a linear softmax cross-entropy, N = {N:,} tokens, D = {D}",
+)
+ax.set_xticks(vocab_sizes, [f"{v // 1024}k" for v in vocab_sizes])
 ax.minorticks_off()
 ax.legend()
 fig.tight_layout()
@@ -264,33 +273,31 @@ with jax.enable_x64(True):
     log_m = jnp.log(beta * pt + (1 - beta) * ps)
     kl_tm, kl_sm = jnp.sum(pt * (lpt - log_m), -1), jnp.sum(ps * (lps - log_m), -1)
     closed = {
-        'dH/dz': -ps * (lps + H[:, None]),
-        'dKL/dz_s': ps - pt,
-        'dKL/dz_t': pt * (lpt - lps - KL[:, None]),
-        'dJS/dz_s': (1 - beta) * ps * (lps - log_m - kl_sm[:, None]),
-        'dJS/dz_t': beta * pt * (lpt - log_m - kl_tm[:, None]),
+        "dH/dz": -ps * (lps + H[:, None]),
+        "dKL/dz_s": ps - pt,
+        "dKL/dz_t": pt * (lpt - lps - KL[:, None]),
+        "dJS/dz_s": (1 - beta) * ps * (lps - log_m - kl_sm[:, None]),
+        "dJS/dz_t": beta * pt * (lpt - log_m - kl_tm[:, None]),
     }
     autodiff = {
-        'dH/dz': jax.grad(lambda z: entropy(z).sum())(zs),
-        'dKL/dz_s': jax.grad(lambda z: kl(z, zt).sum())(zs),
-        'dKL/dz_t': jax.grad(lambda z: kl(zs, z).sum())(zt),
-        'dJS/dz_s': jax.grad(lambda z: js(z, zt).sum())(zs),
-        'dJS/dz_t': jax.grad(lambda z: js(zs, z).sum())(zt),
+        "dH/dz": jax.grad(lambda z: entropy(z).sum())(zs),
+        "dKL/dz_s": jax.grad(lambda z: kl(z, zt).sum())(zs),
+        "dKL/dz_t": jax.grad(lambda z: kl(zs, z).sum())(zt),
+        "dJS/dz_s": jax.grad(lambda z: js(z, zt).sum())(zs),
+        "dJS/dz_t": jax.grad(lambda z: js(zs, z).sum())(zt),
     }
     y4 = jnp.zeros(4, jnp.int32)
     fused = {  # W = I: d/d hidden is d/d logits
-        'dH/dz': jax.grad(lambda h: jxent.linear_token_statistics(h, eye, y4).entropy.sum())(zs),
-        'dKL/dz_s': jax.grad(lambda h: jxent.linear_kl_divergence(h, eye, zt, eye, reduction='sum'))(zs),
-        'dKL/dz_t': jax.grad(lambda h: jxent.linear_kl_divergence(zs, eye, h, eye, reduction='sum'))(zt),
-        'dJS/dz_s': jax.grad(lambda h: jxent.linear_js_divergence(h, eye, zt, eye, beta=beta,
-                                                                 reduction='sum'))(zs),
-        'dJS/dz_t': jax.grad(lambda h: jxent.linear_js_divergence(zs, eye, h, eye, beta=beta,
-                                                                 reduction='sum'))(zt),
+        "dH/dz": jax.grad(lambda h: jxent.linear_token_statistics(h, eye, y4).entropy.sum())(zs),
+        "dKL/dz_s": jax.grad(lambda h: jxent.linear_kl_divergence(h, eye, zt, eye, reduction="sum"))(zs),
+        "dKL/dz_t": jax.grad(lambda h: jxent.linear_kl_divergence(zs, eye, h, eye, reduction="sum"))(zt),
+        "dJS/dz_s": jax.grad(lambda h: jxent.linear_js_divergence(h, eye, zt, eye, beta=beta, reduction="sum"))(zs),
+        "dJS/dz_t": jax.grad(lambda h: jxent.linear_js_divergence(zs, eye, h, eye, beta=beta, reduction="sum"))(zt),
     }
     for name in closed:
         err_autodiff = float(jnp.max(jnp.abs(closed[name] - autodiff[name])))
         err_fused = float(jnp.max(jnp.abs(closed[name] - fused[name])))
-        print(f'{name:>9}: closed form vs jax.grad {err_autodiff:.1e}, vs the fused kernel {err_fused:.1e}')
+        print(f"{name:>9}: closed form vs jax.grad {err_autodiff:.1e}, vs the fused kernel {err_fused:.1e}")
         assert err_autodiff < 1e-12 and err_fused < 1e-12
 
 # %% [markdown]
