@@ -15,7 +15,7 @@ held-out loss (nats per token; the uniform baseline is ``log V``), and plots the
 
 Usage::
 
-  python examples/lm_large_vocab.py                 # V = 32768, 400 steps: about 2.5 minutes on 2 CPU cores
+  python examples/lm_large_vocab.py                 # V = 32768, 400 steps: 1.5-2.5 minutes on 2 CPU cores
   python examples/lm_large_vocab.py --fast          # V = 16384, 20 steps: about 20 s (tests)
   python examples/lm_large_vocab.py --plot ''       # no plot
 """

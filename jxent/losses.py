@@ -124,7 +124,7 @@ class CrossEntropy(_Loss):
     :math:`q` the (weighted, smoothed) targets of the labels: :func:`jxent.softmax_cross_entropy`.
 
     Called as ``loss_fn(logits, labels, where=None)`` with integer class indices ``[...]`` or probability labels
-    like ``logits``. The settings are validated as one :class:`jxent._options.CrossEntropyOptions` when the object
+    like ``logits``. The settings are validated as one ``CrossEntropyOptions`` when the object
     is built, and stored as it normalises them (Python numbers; ``soft_cap=inf`` as ``None``).
 
     Attributes:

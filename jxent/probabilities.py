@@ -25,10 +25,10 @@ from jxent.reduction import reduce_loss
 __all__ = ["LOG_FLOOR", "binary_cross_entropy", "categorical_cross_entropy", "clamped_log"]
 
 LOG_FLOOR = -100.0
-"""Lowest value of :func:`clamped_log` (torch's ``BCELoss`` floor)."""
+"""Lowest value of ``clamped_log`` (torch's ``BCELoss`` floor)."""
 
 GRAD_FLOOR = 1e-12
-"""Smallest probability used in the derivative ``1 / p`` of :func:`clamped_log` (raised for float16, below)."""
+"""Smallest probability used in the derivative ``1 / p`` of ``clamped_log`` (raised for float16, below)."""
 
 
 def grad_floor(dtype: Any) -> float:
@@ -94,7 +94,7 @@ def categorical_cross_entropy(
 
     Returns:
       Losses ``[...]`` in nats (float32 for 16-bit inputs), or a scalar when reduced. Uses
-      :func:`clamped_log`, so the loss is at most ``100 * sum(q)``.
+      ``clamped_log``, so the loss is at most ``100 * sum(q)``.
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, jxent
@@ -141,7 +141,7 @@ def binary_cross_entropy(
     """Binary cross-entropy of probabilities: :math:`-[y \\log p + (1-y) \\log(1-p)]`, elementwise.
 
     ``torch.nn.functional.binary_cross_entropy`` semantics: logs clamped at -100, derivative
-    :math:`(p - y) / \\max(p(1-p), \\cdot)` kept finite through :func:`clamped_log`, so ``p`` of exactly 0 or 1
+    :math:`(p - y) / \\max(p(1-p), \\cdot)` kept finite through ``clamped_log``, so ``p`` of exactly 0 or 1
     gives a finite loss and gradient.
 
     Args:

@@ -105,3 +105,16 @@ def test_demo_help_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "--epochs" in out.stdout and out.stdout.strip().endswith("ok")
+
+
+def test_quickstart_runs_and_agrees_with_optax():
+    """examples/quickstart.py runs as a user would run it, and its jxent and optax lines print the same losses."""
+    import subprocess
+
+    script = DEMO.parent / "quickstart.py"
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
+    lines = result.stdout.splitlines()
+    ours = next(line for line in lines if line.strip().startswith("jxent"))
+    theirs = next(line for line in lines if line.strip().startswith("optax"))
+    values = [[float(x) for x in line.split("[")[1].rstrip("]").split()] for line in (ours, theirs)]
+    assert len(values[0]) == 3 and values[0] == pytest.approx(values[1], rel=1e-5)

@@ -205,8 +205,8 @@ def linear_kl_divergence(
 
     or :math:`\\mathrm{KL}(p^s \\| p^t)` with ``reverse=True``. Equal to
     ``jxent.kl_divergence(log_softmax(student_logits), softmax(teacher_logits))`` (its arguments swapped for
-    ``reverse``), computed blockwise in two passes over the vocabulary (see :mod:`jxent.fused.distillation`), never
-    forming either ``[tokens, V]`` set of logits. Never negative: rounding is clamped at 0.
+    ``reverse``), computed blockwise in two passes over the vocabulary (the module ``jxent.fused.distillation``
+    explains them), never forming either ``[tokens, V]`` set of logits. Never negative: rounding is clamped at 0.
 
     Gradients reach the student and the teacher inputs alike (``jax.custom_vjp``, computed blockwise); to freeze the
     teacher, pass it through ``jax.lax.stop_gradient``, and XLA drops its gradient blocks.

@@ -227,8 +227,8 @@ def linear_sparse_kl_divergence(
       q_\\text{tail} = \\sum_{c \\notin K} q_c.
 
     With ``k = V`` it is the full forward KL. The student's ``[tokens, V]`` logits are never formed (see
-    :mod:`jxent.fused.sparse_distillation`); its tail mass is summed over the classes outside :math:`K`, so it keeps
-    its precision when the top-k hold nearly all the mass. Gradients reach ``hidden``, ``weight``, ``bias`` and
+    the module ``jxent.fused.sparse_distillation``); its tail mass is summed over the classes outside :math:`K`, so
+    it keeps its precision when the top-k hold nearly all the mass. Gradients reach ``hidden``, ``weight``, ``bias`` and
     ``teacher_log_probs`` (``jax.lax.stop_gradient`` freezes the latter).
 
     Args:

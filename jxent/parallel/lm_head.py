@@ -68,7 +68,7 @@ def vocab_parallel_linear_token_statistics(
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
       >>> from jax.sharding import NamedSharding, PartitionSpec as P
-      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # the device count must divide V = 8
       >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
       >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
       ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
@@ -120,7 +120,7 @@ def vocab_parallel_linear_kl_divergence(
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
       >>> from jax.sharding import NamedSharding, PartitionSpec as P
-      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # the device count must divide V = 8
       >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
       >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
       ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
@@ -162,7 +162,7 @@ def vocab_parallel_linear_js_divergence(
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
       >>> from jax.sharding import NamedSharding, PartitionSpec as P
-      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # the device count must divide V = 8
       >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
       >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
       ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
@@ -201,7 +201,7 @@ def vocab_parallel_linear_sparse_kl_divergence(
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
       >>> from jax.sharding import NamedSharding, PartitionSpec as P
-      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # the device count must divide V = 8
       >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
       >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
       ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
@@ -276,8 +276,7 @@ def sharded_linear_token_statistics(
 
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
-      >>> from jax.sharding import NamedSharding, PartitionSpec as P
-      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # the device count must divide V = 8
       >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
       >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
       ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
@@ -375,8 +374,7 @@ def sharded_linear_kl_divergence(
 
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
-      >>> from jax.sharding import NamedSharding, PartitionSpec as P
-      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # the device count must divide V = 8
       >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
       >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
       ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
@@ -412,8 +410,7 @@ def sharded_linear_js_divergence(
 
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
-      >>> from jax.sharding import NamedSharding, PartitionSpec as P
-      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # the device count must divide V = 8
       >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
       >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
       ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
@@ -448,8 +445,7 @@ def sharded_linear_sparse_kl_divergence(
 
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
-      >>> from jax.sharding import NamedSharding, PartitionSpec as P
-      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # the device count must divide V = 8
       >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
       >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
       ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]

@@ -102,8 +102,7 @@ def sharded_softmax_cross_entropy(
 
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
-      >>> from jax.sharding import NamedSharding, PartitionSpec as P
-      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # the device count must divide V = 8
       >>> logits = jnp.arange(16.0).reshape(2, 8) % 5 - 2.0  # [N, V]
       >>> labels = jnp.array([0, 6])
       >>> loss = jxent.sharded_softmax_cross_entropy(logits, labels, mesh=mesh, vocab_axis="vocab")
@@ -194,8 +193,7 @@ def sharded_linear_softmax_cross_entropy(
 
     Examples:
       >>> import jax, jax.numpy as jnp, jxent
-      >>> from jax.sharding import NamedSharding, PartitionSpec as P
-      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # V = 8 is split over all devices
+      >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # the device count must divide V = 8
       >>> h = jnp.array([[1.0, -1.0], [0.5, 2.0]])  # [N, D]
       >>> w = jnp.array([[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 1.5],
       ...                [1.0, 0.0, 0.5, -1.0, 0.0, 2.0, 1.0, -2.0]])  # [D, V]
