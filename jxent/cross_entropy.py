@@ -345,12 +345,25 @@ def softmax_cross_entropy(
     return reduce_loss(losses, weights=counted.astype(rows.z.dtype), reduction=reduction)
 
 
-def safe_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, **options: Any) -> jax.Array:
+def safe_softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: _axes.Axis | None = -1,
+    where: ArrayLike | None = None,
+    *,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    z_loss: ArrayLike = 0.0,
+    soft_cap: ArrayLike | None = None,
+    temperature: ArrayLike = 1.0,
+    reduction: Reduction = "none",
+) -> jax.Array:
     """:func:`softmax_cross_entropy` under the name of :func:`optax.losses.safe_softmax_cross_entropy`.
 
     optax's safe variant exists because its plain one gives NaN for ``-inf`` logits with zero labels; jxent's
     :func:`softmax_cross_entropy` already takes ``0 log 0 = 0`` there (with zero gradients), so this is the same
-    function. Keyword ``options`` are those of :func:`softmax_cross_entropy`.
+    function, with the same arguments.
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, jxent
@@ -358,4 +371,16 @@ def safe_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, **options: 
       >>> print(np.asarray(jxent.safe_softmax_cross_entropy(logits, jnp.array([[1.0, 0.0]]))))
       [0.]
     """
-    return softmax_cross_entropy(logits, labels, **options)
+    return softmax_cross_entropy(
+        logits,
+        labels,
+        axis,
+        where,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        soft_cap=soft_cap,
+        temperature=temperature,
+        reduction=reduction,
+    )

@@ -1,5 +1,7 @@
 """kl_divergence (+ log-target form), entropy and js_divergence against SciPy and optax."""
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -221,6 +223,14 @@ def test_safe_softmax_cross_entropy_is_the_softmax_cross_entropy():
     out = jxent.safe_softmax_cross_entropy(logits, labels)
     np.testing.assert_allclose(out, optax.losses.safe_softmax_cross_entropy(logits, labels), rtol=1e-6)
     np.testing.assert_array_equal(out, jxent.softmax_cross_entropy(logits, labels))
+    # The arguments of jxent's softmax_cross_entropy (optax's safe variant takes only the two arrays), so that
+    # mypy checks every option.
+    assert inspect.signature(jxent.safe_softmax_cross_entropy) == inspect.signature(jxent.softmax_cross_entropy)
+    where = jnp.array([True, False])
+    np.testing.assert_array_equal(
+        jxent.safe_softmax_cross_entropy(logits.T, labels.T, 0, where, reduction="sum"),
+        jxent.softmax_cross_entropy(logits.T, labels.T, 0, where, reduction="sum"),
+    )
 
 
 def test_js_hessian_with_tiny_probabilities():
