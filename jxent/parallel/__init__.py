@@ -36,16 +36,18 @@ Reference: Shoeybi et al., `Megatron-LM: Training Multi-Billion Parameter Langua
 
 from jxent.parallel.collectives import VocabShards
 from jxent.parallel.lm_head import (
-    sharded_linear_js_divergence,
-    sharded_linear_kl_divergence,
-    sharded_linear_sparse_kl_divergence,
-    sharded_linear_token_statistics,
     vocab_parallel_linear_js_divergence,
     vocab_parallel_linear_kl_divergence,
     vocab_parallel_linear_sparse_kl_divergence,
     vocab_parallel_linear_token_statistics,
 )
 from jxent.parallel.sharded import sharded_linear_softmax_cross_entropy, sharded_softmax_cross_entropy
+from jxent.parallel.sharded_lm_head import (
+    sharded_linear_js_divergence,
+    sharded_linear_kl_divergence,
+    sharded_linear_sparse_kl_divergence,
+    sharded_linear_token_statistics,
+)
 from jxent.parallel.vocab_parallel import (
     vocab_parallel_linear_softmax_cross_entropy,
     vocab_parallel_softmax_cross_entropy,

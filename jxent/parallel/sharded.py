@@ -105,7 +105,8 @@ def sharded_softmax_cross_entropy(
       >>> mesh = jax.make_mesh((jax.device_count(),), ("vocab",))  # the device count must divide V = 8
       >>> logits = jnp.arange(16.0).reshape(2, 8) % 5 - 2.0  # [N, V]
       >>> labels = jnp.array([0, 6])
-      >>> loss = jxent.sharded_softmax_cross_entropy(logits, labels, mesh=mesh, vocab_axis="vocab")
+      >>> f = jax.jit(lambda z, y: jxent.sharded_softmax_cross_entropy(z, y, mesh=mesh, vocab_axis="vocab"))
+      >>> loss = f(logits, labels)
       >>> dense = jxent.softmax_cross_entropy_with_integer_labels(logits, labels, reduction="mean")
       >>> bool(jnp.allclose(loss, dense))
       True
